@@ -1,0 +1,39 @@
+"""landscape: loss-landscape geometry around one checkpoint (SPEC §3.1, §3.3, §3.4, §4).
+
+A :class:`Probe` holds a model, fixed batches and a token-weighted loss at the model's current
+weights; every function here takes a Probe and returns a small frozen result with values,
+settings, cost (loss / gradient / HVP passes), uncertainty, ``.to_frame()`` and, where a
+picture helps, ``.plot()``.
+
+Leaf package: imports torch, numpy, scipy, pandas, matplotlib (and pyhessian lazily, only for
+``backend="pyhessian"``).
+"""
+
+from .certify import (CertifiedRadius, certified_radius, clopper_pearson, cohen_certify,
+                      cohen_radius, radius_ceiling, radius_from_outcomes)
+from ._params import PRESETS, layer_pattern
+from .probe import Cost, Probe, causal_lm_loss
+from .sharpness import (SharpnessResult, average_sharpness, pac_bayes_flatness, sam_sharpness,
+                        worst_case_sharpness)
+from .slices import (Slice1D, Slice2D, interpolate, mode_connectivity, random_direction,
+                     slice_1d, slice_2d)
+from .spectra import (BlockSpectra, Density, EigenResult, TraceResult, block_spectra,
+                      hutchinson_trace, hutchpp_trace, lanczos, spectral_density,
+                      top_eigenvalues)
+
+__all__ = [
+    # the measuring instrument
+    "Probe", "Cost", "causal_lm_loss", "PRESETS", "layer_pattern",
+    # spectra
+    "top_eigenvalues", "hutchinson_trace", "hutchpp_trace", "spectral_density",
+    "block_spectra", "lanczos", "EigenResult", "TraceResult", "Density", "BlockSpectra",
+    # sharpness
+    "worst_case_sharpness", "average_sharpness", "sam_sharpness", "pac_bayes_flatness",
+    "SharpnessResult",
+    # certified radius
+    "certified_radius", "radius_from_outcomes", "clopper_pearson", "cohen_radius",
+    "cohen_certify", "radius_ceiling", "CertifiedRadius",
+    # slices
+    "slice_1d", "interpolate", "slice_2d", "mode_connectivity", "random_direction",
+    "Slice1D", "Slice2D",
+]

@@ -1,0 +1,423 @@
+"""A Probe: a model, fixed data and a loss, at the model's current weights.
+
+The loss over all batches is token-weighted, computed once here for every landscape function:
+
+    L(θ) = Σ_b s_b(θ) / Σ_b c_b,
+
+where for a causal LM s_b is the summed next-token NLL of batch b over the positions whose
+(shifted) label is not -100 and c_b is the number of such positions; for a plain module
+``loss_fn(model, batch)`` returns ``(s_b, c_b)`` (a summed loss and its count) or a scalar
+mean (then c_b = 1: batches weighted equally).  Counts must not depend on θ: they are read
+once, when the Probe is built.
+
+Curvature is always computed with :func:`torch.autograd.grad` (or torch.func), never through
+``.grad`` state, and measurements run in eval mode with the model's training flag restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._params import Pattern, flatten, select, split
+
+HVP_MODES = ("double", "func", "fd")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Evaluations spent; one evaluation is one pass over *all* the Probe's batches."""
+
+    loss: int = 0
+    grad: int = 0
+    hvp: int = 0
+
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(self.loss - other.loss, self.grad - other.grad, self.hvp - other.hvp)
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.loss + other.loss, self.grad + other.grad, self.hvp + other.hvp)
+
+
+def causal_lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL and the number of counted tokens for one batch.
+
+    s = Σ_{t: y_{t+1} ≠ -100} −log softmax(logits_t)[y_{t+1}],  c = #{t : y_{t+1} ≠ -100},
+    with labels ``y = batch["labels"]`` (-100 = ignore; if absent, input_ids with padding,
+    ``attention_mask == 0``, set to -100).  Logits in half precision are upcast to float32.
+    """
+    labels = _labels(batch)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    tgt = labels[:, 1:]
+    s = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                        ignore_index=-100, reduction="sum")
+    return s, int((tgt != -100).sum())
+
+
+def _labels(batch: dict) -> torch.Tensor:
+    if "labels" in batch:
+        return batch["labels"]
+    labels = batch["input_ids"].clone()
+    if "attention_mask" in batch:
+        labels[batch["attention_mask"] == 0] = -100
+    return labels
+
+
+def _to_device(batch: Any, device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+NO_DOUBLE_BACKWARD = {"sdpa", "flash_attention_2", "flash_attention_3", "flex_attention",
+                      "paged_attention"}
+
+
+class Probe:
+    """Loss, gradient and Hessian-vector products of ``model`` on fixed ``batches``.
+
+    Args:
+        model: a transformers causal LM (default loss, see :func:`causal_lm_loss`) or any
+            ``nn.Module`` together with ``loss_fn``.
+        batches: one batch or a sequence of batches (dicts for causal LMs).
+        loss_fn: ``loss_fn(model, batch) -> (summed_loss, count)`` or ``-> mean_loss``.
+        params: explicit parameters (names or Parameter objects); default all trainable.
+        param_filter / exclude: name patterns (regex, ``glob:``, preset, callable), see
+            :mod:`landscape._params`.
+        hvp_mode: ``"double"`` (reverse-over-reverse, default), ``"func"`` (torch.func
+            forward-over-reverse) or ``"fd"`` (central finite difference of gradients,
+            Hv ≈ (∇L(θ+εv) − ∇L(θ−εv)) / (2ε), ε = fd_eps/‖v‖).
+        keep_graph: for ``"double"``, keep the first backward's graph (all batches) so each
+            HVP is one extra backward; costs the graphs' memory; rebuilt automatically when
+            any parameter changes in place.
+        fd_eps: finite-difference step in units of ‖v‖; default 5e-3 (fp32/bf16), 1e-5 (fp64).
+
+    Raises:
+        ValueError: empty batches, no counted tokens, non-finite loss at the checkpoint,
+            unknown hvp_mode, a pattern that selects nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module, batches, loss_fn: Callable | None = None, *,
+                 params=None, param_filter: Pattern | Sequence[Pattern] | None = None,
+                 exclude: Pattern | Sequence[Pattern] | None = None, hvp_mode: str = "double",
+                 keep_graph: bool = False, fd_eps: float | None = None):
+        if hvp_mode not in HVP_MODES:
+            raise ValueError(f"hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
+        if fd_eps is not None and not fd_eps > 0:
+            raise ValueError(f"fd_eps must be > 0, got {fd_eps}")
+        if isinstance(batches, (dict, torch.Tensor)):
+            batches = [batches]
+        batches = list(batches) if batches is not None else []
+        if not batches:
+            raise ValueError("batches is empty: give at least one batch (a dict for causal LMs)")
+        self.model = model
+        self.named_params = select(model, params, param_filter, exclude)
+        self.names = [n for n, _ in self.named_params]
+        self.params = [p for _, p in self.named_params]
+        self.shapes = [p.shape for p in self.params]
+        self.numel = sum(p.numel() for p in self.params)
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+        self.batches = [_to_device(b, self.device) for b in batches]
+        self.loss_fn = loss_fn
+        self.hvp_mode = hvp_mode
+        self.keep_graph = keep_graph
+        default_eps = 1e-5 if self.dtype == torch.float64 else 5e-3
+        self.fd_eps = default_eps if fd_eps is None else fd_eps
+        self._settings = dict(param_filter=str(param_filter), exclude=str(exclude))
+        self._counts = {"loss": 0, "grad": 0, "hvp": 0}
+        self._graph = None  # (versions, grads with graph) when keep_graph
+        if loss_fn is None and not all(isinstance(b, dict) and "input_ids" in b for b in self.batches):
+            raise ValueError("without loss_fn, every batch must be a dict with input_ids "
+                             "(and labels, -100 = ignore); otherwise pass loss_fn(model, batch)")
+        with self._measuring(), torch.no_grad():
+            parts = [self._batch_loss(b) for b in self.batches]
+        self.counts = [c for _, c in parts]
+        self.total_count = float(sum(self.counts))
+        if self.total_count <= 0:
+            raise ValueError("the batches count no tokens (every label is -100)")
+        loss0 = float(sum(float(s) for s, _ in parts)) / self.total_count
+        if not np.isfinite(loss0):
+            raise ValueError(f"the loss at the checkpoint is not finite ({loss0}); "
+                             f"landscape measurements need a finite loss")
+
+    # ---------------------------------------------------------------- internals
+    def _batch_loss(self, batch) -> tuple[torch.Tensor, float]:
+        if self.loss_fn is None:
+            return causal_lm_loss(self.model, batch)
+        out = self.loss_fn(self.model, batch)
+        if isinstance(out, (tuple, list)):
+            s, c = out
+            return s, float(c)
+        return out, 1.0
+
+    @contextlib.contextmanager
+    def _measuring(self):
+        """Eval mode and grad enabled for the duration; the training flags restored after."""
+        flags = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                yield
+        finally:
+            for m, t in flags:
+                m.training = t
+
+    def _check_curvature(self):
+        cfg = getattr(self.model, "config", None)
+        impl = getattr(cfg, "_attn_implementation", None)
+        if impl is not None and impl != "eager" and self.hvp_mode != "fd":
+            fix = ('model.set_attn_implementation("eager")'
+                   if hasattr(self.model, "set_attn_implementation") else
+                   'reload the model with from_pretrained(..., attn_implementation="eager")')
+            raise RuntimeError(
+                f'the model uses attn_implementation="{impl}", which has no double backward or '
+                f'forward-mode AD, so Hessian-vector products would fail or be wrong. Fix: load '
+                f'it with attn_implementation="eager", or call {fix}; hvp_mode="fd" needs only '
+                f'gradients')
+
+    def _as_tensors(self, v) -> list[torch.Tensor]:
+        """Accept a flat vector (torch or numpy) or a list of per-parameter tensors."""
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.ascontiguousarray(v))
+        if isinstance(v, torch.Tensor):
+            if v.dim() != 1 or v.numel() != self.numel:
+                raise ValueError(f"direction has shape {tuple(v.shape)}; expected a flat vector "
+                                 f"of {self.numel} entries (the selected parameters)")
+            v = v.to(device=self.device, dtype=self.dtype)
+            return split(v, self.shapes)
+        v = list(v)
+        if len(v) != len(self.params) or any(a.shape != p.shape for a, p in zip(v, self.params)):
+            raise ValueError("direction list does not match the selected parameters' shapes "
+                             f"{[tuple(s) for s in self.shapes][:4]}...")
+        return [a.to(device=self.device, dtype=self.dtype) for a in v]
+
+    # ---------------------------------------------------------------- evaluations
+    def loss(self) -> float:
+        """L(θ) = Σ_b s_b / Σ_b c_b (one forward pass over all batches)."""
+        self._counts["loss"] += 1
+        with self._measuring(), torch.no_grad():
+            tot = sum(float(self._batch_loss(b)[0].detach()) for b in self.batches)
+        return tot / self.total_count
+
+    def grad(self, return_loss: bool = False):
+        """∇L(θ) as a flat detached vector (params' dtype); with ``return_loss`` also L(θ)."""
+        self._counts["grad"] += 1
+        g = [torch.zeros_like(p) for p in self.params]
+        tot = 0.0
+        with self._measuring():
+            for b in self.batches:
+                s, _ = self._batch_loss(b)
+                tot += float(s.detach())
+                gb = torch.autograd.grad(s / self.total_count, self.params, allow_unused=True)
+                for acc, x in zip(g, gb):
+                    if x is not None:
+                        acc.add_(x)
+        flat = flatten(g)
+        return (flat, tot / self.total_count) if return_loss else flat
+
+    def hvp(self, v, mode: str | None = None) -> torch.Tensor:
+        """H(θ)v as a flat vector; ``mode`` overrides the Probe's ``hvp_mode``."""
+        mode = mode or self.hvp_mode
+        if mode not in HVP_MODES:
+            raise ValueError(f"mode must be one of {HVP_MODES}, got {mode!r}")
+        if mode != "fd":
+            self._check_curvature()
+        vs = self._as_tensors(v)
+        self._counts["hvp"] += 1
+        if mode == "fd":
+            return self._hvp_fd(vs)
+        with self._measuring():
+            if mode == "func":
+                return self._hvp_func(vs)
+            if self.keep_graph:
+                return self._hvp_kept(vs)
+            out = [torch.zeros_like(p) for p in self.params]
+            for b in self.batches:
+                s, _ = self._batch_loss(b)
+                gb = torch.autograd.grad(s / self.total_count, self.params, create_graph=True,
+                                         allow_unused=True)
+                pairs = [(g, p, x) for g, p, x in zip(gb, self.params, vs) if g is not None and g.requires_grad]
+                hv = torch.autograd.grad([g for g, _, _ in pairs], self.params,
+                                         grad_outputs=[x for _, _, x in pairs], allow_unused=True)
+                for acc, h in zip(out, hv):
+                    if h is not None:
+                        acc.add_(h)
+            return flatten(out)
+
+    def _hvp_kept(self, vs):
+        versions = tuple(p._version for p in self.params)
+        if self._graph is None or self._graph[0] != versions:
+            self._graph = None
+            grads = []
+            for b in self.batches:
+                s, _ = self._batch_loss(b)
+                grads.append(torch.autograd.grad(s / self.total_count, self.params,
+                                                 create_graph=True, allow_unused=True))
+            self._graph = (versions, grads)
+        out = [torch.zeros_like(p) for p in self.params]
+        for gb in self._graph[1]:
+            pairs = [(g, x) for g, x in zip(gb, vs) if g is not None and g.requires_grad]
+            hv = torch.autograd.grad([g for g, _ in pairs], self.params,
+                                     grad_outputs=[x for _, x in pairs], retain_graph=True,
+                                     allow_unused=True)
+            for acc, h in zip(out, hv):
+                if h is not None:
+                    acc.add_(h)
+        return flatten(out)
+
+    def release_graph(self):
+        """Drop the graph kept by ``keep_graph=True`` (frees its memory)."""
+        self._graph = None
+
+    def _hvp_func(self, vs):
+        from torch.func import functional_call, grad, jvp
+        primals = {n: p.detach() for n, p in self.named_params}
+        tangents = {n: x for n, x in zip(self.names, vs)}
+        out = {n: torch.zeros_like(p) for n, p in self.named_params}
+        for b in self.batches:
+            def f(pd, b=b):
+                s, _ = self._batch_loss_functional(pd, b)
+                return s / self.total_count
+            _, hv = jvp(grad(f), (primals,), (tangents,))
+            for n in out:
+                out[n].add_(hv[n])
+        return flatten([out[n] for n in self.names])
+
+    def _batch_loss_functional(self, pd, batch):
+        from torch.func import functional_call
+
+        class _View(torch.nn.Module):  # lets loss_fn call model(...) with substituted params
+            def __init__(s, m):
+                super().__init__()
+                s.m = m
+
+            def forward(s, *a, **k):
+                return functional_call(s.m, pd, a, k, strict=False)
+
+            def __getattr__(s, name):
+                try:
+                    return super().__getattr__(name)
+                except AttributeError:
+                    return getattr(super().__getattr__("m"), name)
+
+        view = _View(self.model)
+        if self.loss_fn is None:
+            return causal_lm_loss(view, batch)
+        out = self.loss_fn(view, batch)
+        return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, 1.0)
+
+    def _hvp_fd(self, vs):
+        norm = float(torch.sqrt(sum((x.double() ** 2).sum() for x in vs)))
+        if norm == 0:
+            return torch.zeros(self.numel, dtype=self.dtype, device=self.device)
+        eps = self.fd_eps / norm
+        self._counts["grad"] -= 2  # counted as one HVP, not two gradients
+        with self.perturbed(vs, eps):
+            gp = self.grad()
+        with self.perturbed(vs, -eps):
+            gm = self.grad()
+        return (gp - gm) / (2 * eps)
+
+    # ---------------------------------------------------------------- vectors and weights
+    def flat_params(self) -> torch.Tensor:
+        """θ as a flat detached copy (params' dtype and device)."""
+        return flatten([p.detach() for p in self.params])
+
+    @torch.no_grad()
+    def set_flat(self, vec) -> None:
+        """Write a flat vector into the selected parameters (in place)."""
+        for p, x in zip(self.params, self._as_tensors(vec)):
+            p.copy_(x)
+
+    def random_vector(self, generator: torch.Generator, kind: str = "gaussian") -> torch.Tensor:
+        """A flat random vector drawn on CPU from ``generator`` (never the global RNG)."""
+        if kind == "gaussian":
+            z = torch.randn(self.numel, generator=generator, dtype=torch.float64)
+        elif kind == "rademacher":
+            z = torch.randint(0, 2, (self.numel,), generator=generator).to(torch.float64) * 2 - 1
+        else:
+            raise ValueError(f"kind must be 'gaussian' or 'rademacher', got {kind!r}")
+        return z.to(device=self.device, dtype=self.dtype)
+
+    @contextlib.contextmanager
+    def moving(self, directions: Sequence, origin=None):
+        """Yield ``move(*coeffs)`` that sets θ = θ0 + Σ_i coeffs[i]·d_i.
+
+        θ0 is ``origin`` (a flat vector) or a saved copy of the current weights.  Every point
+        is computed fresh from θ0 (no accumulated steps); on exit, including on exceptions,
+        every parameter is restored bit for bit by copying the saved weights back.
+        Extra memory: one weight copy (+ the origin if given); directions are used in place
+        when they already have the parameters' dtype and device.
+        """
+        dirs = [self._as_tensors(d) for d in directions]
+        saved = [p.detach().clone() for p in self.params]
+        base = saved if origin is None else self._as_tensors(origin)
+
+        @torch.no_grad()
+        def move(*coeffs):
+            if len(coeffs) != len(dirs):
+                raise ValueError(f"move needs {len(dirs)} coefficients, got {len(coeffs)}")
+            for i, (p, p0) in enumerate(zip(self.params, base)):
+                p.copy_(p0)
+                for c, d in zip(coeffs, dirs):
+                    if c != 0:
+                        p.add_(d[i], alpha=float(c))
+        try:
+            yield move
+        finally:
+            with torch.no_grad():
+                for p, p0 in zip(self.params, saved):
+                    p.copy_(p0)
+
+    @contextlib.contextmanager
+    def perturbed(self, direction, scale: float = 1.0):
+        """θ ← θ + scale·direction inside the block; restored bit for bit (by copy) after."""
+        with self.moving([direction]) as move:
+            move(scale)
+            yield self
+
+    # ---------------------------------------------------------------- views and counters
+    def subset(self, param_filter: Pattern | Sequence[Pattern] | None = None, *, params=None,
+               exclude=None) -> "Probe":
+        """A Probe on the same model and data restricted to a subset of this Probe's params."""
+        mine = {id(p) for p in self.params}
+        sub = select(self.model, params, param_filter, exclude)
+        sub = [p for _, p in sub if id(p) in mine]
+        if not sub:
+            raise ValueError(f"pattern {param_filter!r} selects none of this Probe's parameters")
+        return Probe(self.model, self.batches, self.loss_fn, params=sub, hvp_mode=self.hvp_mode,
+                     keep_graph=self.keep_graph, fd_eps=self.fd_eps)
+
+    def cost(self) -> Cost:
+        """Evaluations so far (loss, gradient, HVP passes over all batches)."""
+        return Cost(**self._counts)
+
+    def reset_counters(self) -> None:
+        self._counts = {"loss": 0, "grad": 0, "hvp": 0}
+
+    def as_linear_operator(self, mode: str | None = None):
+        """H as a :class:`scipy.sparse.linalg.LinearOperator` (float64 numpy in and out)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x):
+            x = np.asarray(x, dtype=np.float64).reshape(-1)
+            return self.hvp(torch.from_numpy(x), mode=mode).detach().cpu().double().numpy()
+        return LinearOperator((self.numel, self.numel), matvec=mv, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return (f"Probe({type(self.model).__name__}, {len(self.batches)} batches, "
+                f"{int(self.total_count)} counted, {len(self.params)} tensors / {self.numel} "
+                f"params, hvp_mode={self.hvp_mode!r})")

@@ -1,0 +1,418 @@
+"""Hessian spectra from Hessian-vector products: Lanczos eigenpairs, trace, density, blocks.
+
+All routines take a :class:`~landscape.probe.Probe` and count their HVPs through it.
+Randomness comes from ``torch.Generator(seed)``; the global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.linalg import eigh_tridiagonal
+
+from ._params import PRESETS, layer_pattern
+from ._results import new_figure, rows_to_frame
+from .probe import Cost, Probe
+
+WHICH = ("LA", "SA", "LM")
+
+
+def _matvec(probe: Probe):
+    def mv(q: torch.Tensor) -> torch.Tensor:
+        return probe.hvp(q).detach().to("cpu", torch.float64)
+    return mv
+
+
+def lanczos(matvec, v0: torch.Tensor, m: int, callback=None, breakdown: float = 1e-12):
+    """m steps of Lanczos with full reorthogonalization (twice, classical Gram–Schmidt).
+
+    Builds an orthonormal basis Q (float64, CPU, rows q_1..q_j) of the Krylov space and the
+    tridiagonal T = QᵀHQ with diagonal ``alpha`` and off-diagonal ``beta``:
+        w = H q_j − β_{j−1} q_{j−1};  α_j = q_jᵀw;  w ← w − α_j q_j − Q(Qᵀw);  β_j = ‖w‖.
+    Stops early at an invariant subspace (β_j ≤ breakdown·max|α|) or when ``callback(alpha,
+    beta, j)`` returns True.  Returns ``(alpha, beta, Q)``; ``beta[-1]`` is the last β_m.
+    """
+    n = v0.numel()
+    m = min(m, n)
+    Q = torch.zeros(m, n, dtype=torch.float64)
+    q = v0.to(torch.float64) / v0.to(torch.float64).norm()
+    alpha, beta = [], []
+    for j in range(m):
+        Q[j] = q
+        w = matvec(q)
+        a = float(q @ w)
+        w = w - a * q
+        if j > 0:
+            w = w - beta[-1] * Q[j - 1]
+        for _ in range(2):
+            w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
+        b = float(w.norm())
+        alpha.append(a)
+        beta.append(b)
+        scale = max(abs(x) for x in alpha) or 1.0
+        if b <= breakdown * scale or (callback is not None and callback(alpha, beta, j)):
+            return np.array(alpha), np.array(beta), Q[:j + 1]
+        q = w / b
+    return np.array(alpha), np.array(beta), Q
+
+
+def _ritz(alpha, beta):
+    if len(alpha) == 1:
+        return np.array(alpha, dtype=float), np.ones((1, 1))
+    return eigh_tridiagonal(np.asarray(alpha), np.asarray(beta[:-1]))
+
+
+def _order(theta, which):
+    if which == "LA":
+        return np.argsort(-theta)
+    if which == "SA":
+        return np.argsort(theta)
+    return np.argsort(-np.abs(theta))
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Top-k eigenpairs of H.  ``residuals[i]`` = ‖H y_i − λ_i y_i‖ = |β_m s_{m,i}|."""
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray | None
+    residuals: np.ndarray
+    converged: np.ndarray
+    settings: dict
+    cost: Cost
+
+    @property
+    def n_hvp(self) -> int:
+        return self.cost.hvp
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [dict(quantity=f"eigenvalue_{self.settings['which']}", index=i, value=float(v),
+                     std_error=float(r), unit="loss/param^2", residual=float(r),
+                     converged=bool(c))
+                for i, (v, r, c) in enumerate(zip(self.eigenvalues, self.residuals, self.converged))]
+        return rows_to_frame(rows, self.settings, self.cost)
+
+
+def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float = 1e-6,
+                    max_iter: int = 300, seed: int = 0, return_vectors: bool = True,
+                    method: str = "lanczos", backend: str = "native",
+                    pyhessian_max_iter: int = 100, pyhessian_tol: float = 1e-3) -> EigenResult:
+    """k extreme eigenvalues of H = ∇²L(θ) by Lanczos with full reorthogonalization.
+
+    ``which``: "LA" largest algebraic, "SA" smallest algebraic, "LM" largest magnitude.
+    Lanczos runs until every wanted Ritz pair has |β_m s_{m,i}| ≤ tol·max_j|θ_j| (the residual
+    ‖Hy − θy‖ relative to the spectral scale; eigenvalue error ≤ residual, typically
+    residual²/gap) or ``max_iter`` steps.  A single start vector finds one copy of a repeated
+    eigenvalue in exact arithmetic; rounding usually exposes the others.
+    ``method="eigsh"`` uses scipy's implicitly restarted Lanczos on the LinearOperator.
+    ``backend="pyhessian"`` runs pyhessian 0.1 power iteration with deflation on the same
+    Probe data: it finds the largest-*magnitude* eigenvalues ("LM" only), stops at relative
+    change < ``pyhessian_tol`` and reports no residual (residuals here are computed after).
+
+    Raises:
+        ValueError: k ≤ 0 or k > number of parameters; unknown ``which``/``method``.
+    """
+    if not isinstance(k, (int, np.integer)) or k <= 0 or k > probe.numel:
+        raise ValueError(f"k must be an integer in [1, {probe.numel}] (the parameter count), got {k!r}")
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if method not in ("lanczos", "eigsh"):
+        raise ValueError(f"method must be 'lanczos' or 'eigsh', got {method!r}")
+    if backend not in ("native", "pyhessian"):
+        raise ValueError(f"backend must be 'native' or 'pyhessian', got {backend!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    settings = dict(k=k, which=which, tol=tol, max_iter=max_iter, seed=seed, method=method,
+                    backend=backend, n_params=probe.numel)
+    start = probe.cost()
+    if backend == "pyhessian":
+        if which != "LM":
+            raise ValueError('backend="pyhessian" (power iteration) finds the largest-magnitude '
+                             'eigenvalues: use which="LM"')
+        from ._pyhessian import pyhessian_eigen
+        vals, vecs = pyhessian_eigen(probe, k, pyhessian_max_iter, pyhessian_tol, seed)
+        settings.update(pyhessian_max_iter=pyhessian_max_iter, pyhessian_tol=pyhessian_tol)
+        cost = probe.cost() - start
+        res = np.array([float((probe.hvp(torch.from_numpy(y)).cpu().double()
+                               - lam * torch.from_numpy(y)).norm()) for lam, y in zip(vals, vecs)])
+        return EigenResult(vals, vecs if return_vectors else None, res,
+                           np.zeros(k, dtype=bool), settings, cost)
+    gen = torch.Generator().manual_seed(seed)
+    v0 = torch.randn(probe.numel, generator=gen, dtype=torch.float64)
+    if method == "eigsh":
+        from scipy.sparse.linalg import eigsh
+        sci_which = {"LA": "LA", "SA": "SA", "LM": "LM"}[which]
+        vals, vecs = eigsh(probe.as_linear_operator(), k=k, which=sci_which, tol=tol,
+                           v0=v0.numpy(), maxiter=max_iter * probe.numel)
+        order = _order(vals, which)
+        vals, vecs = vals[order], vecs[:, order].T
+        cost = probe.cost() - start
+        res = np.array([float((probe.hvp(torch.from_numpy(y)).cpu().double()
+                               - lam * torch.from_numpy(y)).norm()) for lam, y in zip(vals, vecs)])
+        conv = res <= tol * max(np.abs(vals).max(), 1e-300)
+        return EigenResult(vals, vecs if return_vectors else None, res, conv, settings, cost)
+
+    def done(alpha, beta, j):
+        if j + 1 < k:
+            return False
+        theta, s = _ritz(alpha, beta)
+        idx = _order(theta, which)[:k]
+        res = np.abs(beta[-1] * s[-1, idx])
+        return bool(np.all(res <= tol * max(np.abs(theta).max(), 1e-300)))
+
+    alpha, beta, Q = lanczos(_matvec(probe), v0, max_iter, callback=done)
+    theta, s = _ritz(alpha, beta)
+    idx = _order(theta, which)[:k]
+    if len(idx) < k:
+        raise RuntimeError(f"Lanczos stopped at an invariant subspace of dimension {len(theta)} "
+                           f"< k={k}; try another seed")
+    res = np.abs(beta[-1] * s[-1, idx])
+    conv = res <= tol * max(np.abs(theta).max(), 1e-300)
+    vecs = (torch.from_numpy(s[:, idx]).T @ Q).numpy() if return_vectors else None
+    settings["lanczos_steps"] = len(alpha)
+    return EigenResult(theta[idx], vecs, res, conv, settings, probe.cost() - start)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """Stochastic estimate of tr H with its standard error."""
+
+    estimate: float
+    std_error: float
+    samples: np.ndarray
+    settings: dict
+    cost: Cost
+
+    def to_frame(self) -> pd.DataFrame:
+        return rows_to_frame([dict(quantity="hessian_trace", value=self.estimate,
+                                   std_error=self.std_error, unit="loss/param^2")],
+                             self.settings, self.cost)
+
+
+def _check_n(n, name="n"):
+    if not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+
+
+def hutchinson_trace(probe: Probe, n: int = 100, *, seed: int = 0, backend: str = "native",
+                     pyhessian_tol: float = 1e-3) -> TraceResult:
+    """Hutchinson: tr H ≈ (1/n) Σ_i z_iᵀ H z_i, z_i Rademacher; std error = sd(z_iᵀHz_i)/√n.
+
+    Var(zᵀHz) = 2(‖H‖_F² − Σ_i H_ii²).  ``backend="pyhessian"`` runs pyhessian's ``trace``
+    (up to ``n`` probes, stopping early when the running mean changes by < ``pyhessian_tol``
+    relative: often after 2 probes) on the same data.
+    """
+    _check_n(n)
+    start = probe.cost()
+    settings = dict(n=n, seed=seed, distribution="rademacher", backend=backend)
+    if backend == "pyhessian":
+        from ._pyhessian import pyhessian_trace
+        samples = np.asarray(pyhessian_trace(probe, n, pyhessian_tol, seed), dtype=float)
+        settings["pyhessian_tol"] = pyhessian_tol
+    elif backend == "native":
+        gen = torch.Generator().manual_seed(seed)
+        samples = np.empty(n)
+        for i in range(n):
+            z = probe.random_vector(gen, "rademacher")
+            samples[i] = float(z.double() @ probe.hvp(z).double())
+    else:
+        raise ValueError(f"backend must be 'native' or 'pyhessian', got {backend!r}")
+    se = float(samples.std(ddof=1) / np.sqrt(len(samples))) if len(samples) > 1 else float("nan")
+    settings["n_used"] = len(samples)
+    return TraceResult(float(samples.mean()), se, samples, settings, probe.cost() - start)
+
+
+def hutchpp_trace(probe: Probe, n: int = 99, *, seed: int = 0) -> TraceResult:
+    """Hutch++ (Meyer et al. 2021) with n HVPs, n % 3 == 0, m = n/3:
+
+        S (m Rademacher columns), Q = qr(H S);  tr H ≈ tr(QᵀHQ) + (1/m) Σ g_iᵀ P H P g_i,
+        P = I − QQᵀ, g_i Rademacher.  std error = sd(g_iᵀPHPg_i)/√m (the first term is exact).
+    """
+    _check_n(n)
+    if n % 3 != 0:
+        raise ValueError(f"Hutch++ needs n % 3 == 0 (n/3 sketch, n/3 exact, n/3 residual HVPs), got {n}")
+    m = n // 3
+    start = probe.cost()
+    gen = torch.Generator().manual_seed(seed)
+    hv = lambda x: probe.hvp(x).detach().cpu().double()
+    S = [probe.random_vector(gen, "rademacher").cpu().double() for _ in range(m)]
+    Y = torch.stack([hv(s) for s in S], dim=1)
+    Qm, _ = torch.linalg.qr(Y)
+    exact = sum(float(Qm[:, i] @ hv(Qm[:, i])) for i in range(Qm.shape[1]))
+    samples = np.empty(m)
+    for i in range(m):
+        g = probe.random_vector(gen, "rademacher").cpu().double()
+        g = g - Qm @ (Qm.T @ g)
+        samples[i] = float(g @ hv(g))
+    se = float(samples.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
+    return TraceResult(exact + float(samples.mean()), se, exact + samples,
+                       dict(n=n, seed=seed, method="hutch++", distribution="rademacher"),
+                       probe.cost() - start)
+
+
+@dataclass(frozen=True)
+class Density:
+    """Stochastic-Lanczos-quadrature spectral density (normalized to integrate to 1).
+
+    ``nodes``/``weights``: (n_v, m) Ritz values and squared first components of the Ritz
+    vectors per run; ``density`` on ``grid``: (1/n_v) Σ_runs Σ_j w_j N(x; θ_j, width²) where
+    ``width`` is the Gaussian's *standard deviation* (not its variance).
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    width: float
+    n_params: int
+    settings: dict
+    cost: Cost
+
+    def moment(self, p: int = 1) -> float:
+        """Quadrature estimate of (1/n) tr Hᵖ = mean over runs of Σ_j w_j θ_jᵖ."""
+        return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))
+
+    @property
+    def trace_estimate(self) -> float:
+        return self.n_params * self.moment(1)
+
+    @property
+    def trace_std_error(self) -> float:
+        per = self.n_params * np.sum(self.weights * self.nodes, axis=1)
+        return float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float("nan")
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [dict(quantity="slq_trace", value=self.trace_estimate,
+                     std_error=self.trace_std_error, unit="loss/param^2"),
+                dict(quantity="slq_lambda_max", value=float(self.nodes.max()), unit="loss/param^2"),
+                dict(quantity="slq_lambda_min", value=float(self.nodes.min()), unit="loss/param^2")]
+        return rows_to_frame(rows, {**self.settings, "width_std": self.width}, self.cost)
+
+    def plot(self, ax=None, log: bool = True):
+        fig = ax.figure if ax is not None else new_figure(figsize=(5, 3.5))
+        ax = ax or fig.add_subplot(111)
+        ax.plot(self.grid, np.maximum(self.density, 1e-300) if log else self.density)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(max(self.density.max() * 1e-8, 1e-300), self.density.max() * 2)
+        ax.set_xlabel("eigenvalue")
+        ax.set_ylabel("density")
+        ax.set_title(f"SLQ density (m={self.settings['m']}, n_v={self.settings['n_v']}, "
+                     f"std={self.width:.2g})")
+        return fig
+
+
+def spectral_density(probe: Probe, m: int = 80, n_v: int = 4, *, width: float | None = None,
+                     grid_points: int = 2000, seed: int = 0) -> Density:
+    """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani et al. 2019).
+
+    Each of ``n_v`` runs: m Lanczos steps from a random unit Gaussian vector v; nodes θ_j =
+    eigenvalues of T, weights w_j = (first component of T's eigenvector)²; then
+    ∫ f dμ ≈ Σ_j w_j f(θ_j) with μ the spectral measure seen from v, E_v[μ] = (1/n) Σ δ_λi.
+    ``width`` (std of the broadening Gaussian) defaults to √(1e-5·max(1, λmax − λmin)),
+    PyHessian's default *variance* expressed as a std.
+    """
+    _check_n(m, "m")
+    _check_n(n_v, "n_v")
+    if width is not None and not width > 0:
+        raise ValueError(f"width (a standard deviation) must be > 0, got {width}")
+    start = probe.cost()
+    gen = torch.Generator().manual_seed(seed)
+    steps = min(m, probe.numel)
+    nodes = np.zeros((n_v, steps))
+    weights = np.zeros((n_v, steps))
+    for r in range(n_v):
+        v0 = torch.randn(probe.numel, generator=gen, dtype=torch.float64)
+        alpha, beta, _ = lanczos(_matvec(probe), v0, steps)
+        theta, s = _ritz(alpha, beta)
+        nodes[r, :len(theta)] = theta
+        weights[r, :len(theta)] = s[0] ** 2  # zero-weight padding if Lanczos broke down early
+    lo, hi = nodes.min(), nodes.max()
+    w = width if width is not None else float(np.sqrt(1e-5 * max(1.0, hi - lo)))
+    grid = np.linspace(lo - 6 * w, hi + 6 * w, grid_points)
+    dens = np.zeros_like(grid)
+    for r in range(n_v):
+        diff = grid[:, None] - nodes[r][None, :]
+        dens += (weights[r][None, :] * np.exp(-0.5 * (diff / w) ** 2)).sum(1)
+    dens /= n_v * w * np.sqrt(2 * np.pi)
+    return Density(grid, dens, nodes, weights, w, probe.numel,
+                   dict(m=steps, n_v=n_v, seed=seed, width_meaning="std"), probe.cost() - start)
+
+
+@dataclass(frozen=True)
+class BlockSpectra:
+    """Per-block curvature: diagonal blocks H_bb (other blocks' weights held fixed)."""
+
+    table: pd.DataFrame
+    settings: dict
+    cost: Cost
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def plot(self, quantity: str = "lambda_max"):
+        df = self.table[self.table.quantity == quantity]
+        fig = new_figure(figsize=(max(4, 0.5 * len(df) + 2), 3.5))
+        ax = fig.add_subplot(111)
+        ax.bar(df.block.astype(str), df.value, yerr=df.std_error.fillna(0))
+        ax.set_ylabel(quantity)
+        ax.tick_params(axis="x", rotation=60)
+        fig.tight_layout()
+        return fig
+
+
+def default_blocks(probe: Probe) -> dict:
+    """Per transformer layer, plus attention / MLP / embeddings / norms when they match."""
+    blocks = {}
+    for name in ("attention", "mlp", "embeddings", "norms"):
+        try:
+            probe.subset(PRESETS[name])
+            blocks[name] = name
+        except ValueError:
+            pass
+    i = 0
+    while True:
+        try:
+            probe.subset(layer_pattern(i))
+        except ValueError:
+            break
+        blocks[f"layer_{i}"] = layer_pattern(i)
+        i += 1
+    return blocks or {"all": ".*"}
+
+
+def block_spectra(probe: Probe, blocks: dict | Sequence | None = None, *, k: int = 1,
+                  which: str = "LA", n_trace: int = 30, tol: float = 1e-4,
+                  seed: int = 0) -> BlockSpectra:
+    """Top-k eigenvalues (Lanczos) and Hutchinson trace of each diagonal block H_bb.
+
+    ``blocks``: {name: pattern} or a list of patterns (see :mod:`landscape._params`);
+    default :func:`default_blocks`.  One tidy row per block × quantity
+    (``lambda_max``/``lambda_<which>_i``, ``trace``, ``n_params``).
+    """
+    if blocks is None:
+        blocks = default_blocks(probe)
+    elif not isinstance(blocks, dict):
+        blocks = {str(b): b for b in blocks}
+    rows, total = [], Cost()
+    for name, pat in blocks.items():
+        sub = probe.subset(pat)
+        kk = min(k, sub.numel)
+        eig = top_eigenvalues(sub, kk, which, tol=tol, seed=seed, return_vectors=False)
+        tr = hutchinson_trace(sub, n_trace, seed=seed) if n_trace else None
+        total = total + eig.cost + (tr.cost if tr else Cost())
+        for i, (v, r) in enumerate(zip(eig.eigenvalues, eig.residuals)):
+            q = "lambda_max" if (i == 0 and which == "LA") else f"lambda_{which}_{i}"
+            rows.append(dict(block=name, pattern=str(pat), quantity=q, index=i, value=float(v),
+                             std_error=float(r), unit="loss/param^2", n_params=sub.numel))
+        if tr:
+            rows.append(dict(block=name, pattern=str(pat), quantity="trace", index=0,
+                             value=tr.estimate, std_error=tr.std_error, unit="loss/param^2",
+                             n_params=sub.numel))
+    settings = dict(k=k, which=which, n_trace=n_trace, tol=tol, seed=seed)
+    table = rows_to_frame(rows, settings, None)
+    return BlockSpectra(table, settings, total)

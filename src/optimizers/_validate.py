@@ -1,0 +1,72 @@
+"""Hyperparameter validation shared by every optimizer (private).
+
+Each check raises ``ValueError`` naming the argument, the value received, the allowed range,
+what the argument means and a value to try, e.g.::
+
+    mu must be > 0, got -1.0; the smoothing radius of the ZO estimator, try 1e-3
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+
+def _fail(name, value, rule, meaning, fix):
+    raise ValueError(f"{name} must be {rule}, got {value!r}; {meaning}, try {fix}")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def positive(name: str, value, meaning: str, fix) -> float:
+    if not _is_number(value) or value <= 0:
+        _fail(name, value, "> 0", meaning, fix)
+    return float(value)
+
+
+def lr(value, fix="1e-5") -> float:
+    return positive("lr", value, "the learning rate (step size)", fix)
+
+
+def non_negative(name: str, value, meaning: str, fix) -> float:
+    if not _is_number(value) or value < 0:
+        _fail(name, value, ">= 0", meaning, fix)
+    return float(value)
+
+
+def unit_open(name: str, value, meaning: str, fix) -> float:
+    """0 <= value < 1 (EMA coefficients, Adam betas)."""
+    if not _is_number(value) or not 0 <= value < 1:
+        _fail(name, value, "in [0, 1)", meaning, fix)
+    return float(value)
+
+
+def betas(value, fix=(0.9, 0.999), names=("beta1", "beta2")) -> tuple:
+    if not isinstance(value, Sequence) or len(value) != 2:
+        _fail("betas", value, "a pair (beta1, beta2) each in [0, 1)", "the EMA coefficients", fix)
+    b1 = unit_open(names[0], value[0], "the first-moment EMA coefficient (betas[0])", fix[0])
+    b2 = unit_open(names[1], value[1], "the second-moment EMA coefficient (betas[1])", fix[1])
+    return (b1, b2)
+
+
+def int_at_least(name: str, value, low: int, meaning: str, fix) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(name, value, f"an integer >= {low}", meaning, fix)
+    return int(value)
+
+
+def choice(name: str, value, allowed: Iterable[str], meaning: str) -> str:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {allowed}, got {value!r}; {meaning}, try {allowed[0]!r}"
+        )
+    return value
+
+
+def seed(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        _fail("seed", value, "an integer in [0, 2**63)", "the base seed of the direction RNG", 0)
+    return int(value)

@@ -1,0 +1,106 @@
+"""Compressed first-order optimizers (grade 0.5): a sign or N-level quantized direction.
+
+Each class only wires :mod:`optimizers.transforms`; :class:`TransformOptimizer` is the
+``torch.optim.Optimizer`` adapter (param groups, lazily created state, closure, θ ← θ − η·u).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim import Optimizer
+
+from . import _validate as V
+from . import transforms as T
+
+__all__ = ["TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion"]
+
+
+class TransformOptimizer(Optimizer):
+    """θ ← θ − η·u, u = ``self.transform(group)``(g) for each parameter with a ``.grad``."""
+
+    grade = 0.5
+    family = "compressed-first-order"
+    requires_closure = False
+    needs_hvp = False
+    accepts_rectified_grad = True
+
+    def transform(self, group) -> T.Transform:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            tr = self.transform(group)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(tr.init(p))
+                    state["step"] = 0
+                state["step"] += 1
+                u = tr.update(p.grad, p, state, state["step"])
+                p.add_(u, alpha=-group["lr"])
+        return loss
+
+
+def _wd(weight_decay):
+    return V.non_negative("weight_decay", weight_decay, "the decoupled weight decay λ", "0.0")
+
+
+class SignSGD(TransformOptimizer):
+    """signSGD: θ ← θ − η(sign(g) + λθ)."""
+
+    def __init__(self, params, lr: float = 1e-5, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=V.lr(lr), weight_decay=_wd(weight_decay)))
+
+    def transform(self, g):
+        return T.chain(T.sign(), T.decayed_weights(g["weight_decay"]))
+
+
+class Signum(TransformOptimizer):
+    """Signum: m ← βm + (1−β)g;  θ ← (1−ηλ)θ − η·sign(m).  β = 0 is signSGD."""
+
+    def __init__(self, params, lr: float = 1e-5, beta: float = 0.9, weight_decay: float = 0.0):
+        beta = V.unit_open("beta", beta, "the momentum EMA coefficient", "0.9")
+        super().__init__(params, dict(lr=V.lr(lr), beta=beta, weight_decay=_wd(weight_decay)))
+
+    def transform(self, g):
+        return T.chain(T.ema(g["beta"]), T.sign(), T.decayed_weights(g["weight_decay"]))
+
+
+class SignAdam(TransformOptimizer):
+    """signAdam / quantized Adam: θ ← (1−ηλ)θ − η·Q(m̂/(√v̂+ε); N).
+
+    Q is the N-level quantizer of :func:`transforms.quantize_tensor`; N = ``levels`` = 1 is
+    sign, large N approaches Adam's direction (rescaled per tensor by its ‖·‖∞).
+    """
+
+    def __init__(self, params, lr: float = 1e-5, betas=(0.9, 0.999), eps: float = 1e-8,
+                 levels: int = 1, weight_decay: float = 0.0):
+        super().__init__(params, dict(
+            lr=V.lr(lr), betas=V.betas(betas),
+            eps=V.positive("eps", eps, "Adam's denominator guard ε", "1e-8"),
+            levels=V.int_at_least("levels", levels, 1, "N, the number of quantization levels "
+                                  "(1 = sign)", 1),
+            weight_decay=_wd(weight_decay)))
+
+    def transform(self, g):
+        return T.chain(T.adam(*g["betas"], g["eps"]), T.quantize(g["levels"]),
+                       T.decayed_weights(g["weight_decay"]))
+
+
+class Lion(TransformOptimizer):
+    """Lion (Chen et al. 2023): c = β1 m + (1−β1)g;  θ ← θ − η(sign(c) + λθ);
+    m ← β2 m + (1−β2)g.  Use an lr 3–10× smaller than AdamW's."""
+
+    def __init__(self, params, lr: float = 1e-5, betas=(0.9, 0.99), weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=V.lr(lr), betas=V.betas(betas, (0.9, 0.99)),
+                                      weight_decay=_wd(weight_decay)))
+
+    def transform(self, g):
+        return T.chain(T.lion(*g["betas"]), T.decayed_weights(g["weight_decay"]))

@@ -1,0 +1,244 @@
+"""Second-order optimizers (grade 2): Sophia (H, G, the SOUL setting) and AdaHessian.
+
+Gradients come from the closure's contract (``closure()`` under grad fills ``.grad``; so GRU
+can hand a rectified gradient to these optimizers); curvature comes from the closure's extra
+hooks: ``loss_with_graph()`` (HVPs by double backward) or ``sampled_label_loss(generator)``.
+The HVP rebuilds the graph: an HVP step costs one more forward and a double backward.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch.optim import Optimizer
+
+from . import _validate as V
+from .closure import capability
+from .perturbation import direction_tensor, mix_seed
+
+__all__ = ["hutchinson_diagonal", "sophia_update_", "Sophia", "SophiaH", "SophiaG", "SOUL",
+           "AdaHessian"]
+
+ESTIMATORS = ("hutchinson", "gnb", "true-label")
+
+
+def _grads(loss, params, create_graph=False):
+    gs = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+
+
+def hutchinson_diagonal(loss: torch.Tensor, params: List[torch.Tensor],
+                        probes: List[torch.Tensor]) -> List[torch.Tensor]:
+    """u ⊙ (H u) for one probe u (per parameter), H the Hessian of ``loss`` (with graph).
+
+    E[u ⊙ Hu] = diag(H) for Rademacher or Gaussian u.
+    """
+    gs = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    live = [(i, g) for i, g in enumerate(gs) if g is not None and g.requires_grad]
+    out = [torch.zeros_like(p) for p in params]
+    if not live:
+        return out
+    hv = torch.autograd.grad([g for _, g in live], [params[i] for i, _ in live],
+                             grad_outputs=[probes[i] for i, _ in live], allow_unused=True)
+    for (i, _), h in zip(live, hv):
+        if h is not None:
+            out[i] = probes[i] * h.detach()
+    return out
+
+
+def sophia_update_(p, g, m, h, *, lr, beta1, rho, eps, weight_decay) -> None:
+    """m ← β1 m + (1−β1) g;  θ ← θ(1 − ηλ) − η·sign(m)·min(|m| / (ρ·max(h, 0) + ε), 1).
+
+    (h is clamped at 0: a negative curvature estimate means "no information", so the step
+    falls back to η·sign(m), the clipped end of Sophia's update.)
+    """
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    p.mul_(1 - lr * weight_decay)
+    ratio = (m.abs() / (h.clamp(min=0) * rho + eps)).clamp_(max=1)
+    p.addcmul_(m.sign(), ratio, value=-lr)
+
+
+class _SecondOrder(Optimizer):
+    grade = 2.0
+    family = "second-order"
+    requires_closure = True
+    accepts_rectified_grad = True
+
+    def _pairs(self):
+        return [(p, g) for g in self.param_groups for p in g["params"] if p.requires_grad]
+
+    def _gradient(self, closure):
+        if closure is None:
+            raise TypeError(f"{type(self).__name__}.step needs a closure (curvature needs the loss); "
+                            "use optimizers.Closure(loss_fn, params)")
+        with torch.enable_grad():
+            return closure()
+
+    def _probes(self, params, seed, step, dist):
+        return [direction_tensor(p, mix_seed(seed, step, j), dist) for j, p in enumerate(params)]
+
+
+class Sophia(_SecondOrder):
+    """Sophia (Liu et al. 2023) with a pluggable diagonal-curvature estimator ĥ:
+
+        every k steps: h ← β2 h + (1−β2) ĥ;   then :func:`sophia_update_`.
+
+    estimator:
+      "hutchinson" (Sophia-H): ĥ = u ⊙ (H u), u Rademacher, HVP from closure.loss_with_graph().
+      "gnb" (Sophia-G): ĥ = B·ĝ ⊙ ĝ, ĝ = ∇ CE(model, labels sampled from its own softmax)
+          (closure.sampled_label_loss(generator)), the Gauss-Newton-Bartlett estimator.
+      "true-label" (SOUL): ĥ = B·g ⊙ g with g the gradient of the closure's own loss.
+    B = ``bartlett_scale``: the GNB identity holds for the *sum* over examples; with a loss
+    averaged over B examples/tokens, B·ĝ⊙ĝ is the per-example estimate.  The default B = 1
+    leaves that factor to ρ (the official code multiplies by its batch size instead); set B
+    to the number of examples (or tokens) your loss averages for the paper's scale.
+    """
+
+    needs_hvp = False
+
+    def __init__(self, params, lr: float = 1e-4, betas=(0.965, 0.99), rho: float = 0.04,
+                 eps: float = 1e-12, weight_decay: float = 0.1, k: int = 10,
+                 estimator: str = "hutchinson", bartlett_scale: float = 1.0, seed: int = 0):
+        V.choice("estimator", estimator, ESTIMATORS, "the Hessian-diagonal estimator")
+        defaults = dict(lr=V.lr(lr, "1e-4"), betas=V.betas(betas, (0.965, 0.99)),
+                        rho=V.positive("rho", rho, "Sophia's clipping scale ρ", "0.04"),
+                        eps=V.positive("eps", eps, "the denominator guard ε", "1e-12"),
+                        weight_decay=V.non_negative("weight_decay", weight_decay,
+                                                    "the decoupled weight decay λ", "0.1"))
+        self.k = V.int_at_least("k", k, 1, "steps between Hessian refreshes", 10)
+        self.estimator = estimator
+        self.bartlett_scale = V.positive("bartlett_scale", bartlett_scale,
+                                         "B, the batch size of the GNB estimate", "1.0")
+        self.needs_hvp = estimator == "hutchinson"
+        super().__init__(params, defaults)
+        self.state["sophia"] = {"seed": V.seed(seed), "step": 0}
+
+    def _hhat(self, closure, params, t, seed):
+        if self.estimator == "hutchinson":
+            loss = capability(closure, "loss_with_graph", "Sophia-H")()
+            return hutchinson_diagonal(loss, params, self._probes(params, seed, t, "rademacher"))
+        if self.estimator == "gnb":
+            gen = torch.Generator(device=params[0].device)
+            gen.manual_seed(mix_seed(seed, t, 1 << 20))
+            loss = capability(closure, "sampled_label_loss", "Sophia-G")(gen)
+            return [g.detach() ** 2 * self.bartlett_scale for g in _grads(loss, params)]
+        return [(torch.zeros_like(p) if p.grad is None else p.grad) ** 2 * self.bartlett_scale
+                for p in params]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = self._gradient(closure)
+        pairs = self._pairs()
+        params = [p for p, _ in pairs]
+        st = self.state["sophia"]
+        t = st["step"]
+        hhat = None
+        if t % self.k == 0:
+            with torch.enable_grad():
+                hhat = self._hhat(closure, params, t, st["seed"])
+        for j, (p, group) in enumerate(pairs):
+            s = self.state[p]
+            if not s:
+                s["exp_avg"] = torch.zeros_like(p)
+                s["hessian"] = torch.zeros_like(p)
+            b1, b2 = group["betas"]
+            if hhat is not None:
+                s["hessian"].mul_(b2).add_(hhat[j], alpha=1 - b2)
+            if p.grad is None:
+                continue
+            sophia_update_(p, p.grad, s["exp_avg"], s["hessian"], lr=group["lr"], beta1=b1,
+                           rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"])
+        self.state["sophia"] = {"seed": st["seed"], "step": t + 1}
+        return loss
+
+
+class SophiaH(Sophia):
+    """Sophia-H: Hutchinson ĥ = u ⊙ Hu (defaults β = (0.965, 0.99), ρ = 0.04, λ = 0.1, k = 10)."""
+
+    needs_hvp = True
+
+    def __init__(self, params, lr: float = 1e-4, **kw):
+        kw.setdefault("estimator", "hutchinson")
+        super().__init__(params, lr, **kw)
+
+
+class SophiaG(Sophia):
+    """Sophia-G: Gauss-Newton-Bartlett ĥ = B·ĝ⊙ĝ from model-sampled labels."""
+
+    def __init__(self, params, lr: float = 1e-4, **kw):
+        kw.setdefault("estimator", "gnb")
+        super().__init__(params, lr, **kw)
+
+
+class SOUL(Sophia):
+    """The SOUL setting (Sophia for unlearning): k = 1, true labels (ĥ = B·g⊙g from the
+    closure's own gradient, no extra pass), β = (0.9, 0.95), ρ = 0.03, lr 5e-6."""
+
+    def __init__(self, params, lr: float = 5e-6, **kw):
+        for key, v in dict(estimator="true-label", k=1, betas=(0.9, 0.95), rho=0.03).items():
+            kw.setdefault(key, v)
+        super().__init__(params, lr, **kw)
+
+
+class AdaHessian(_SecondOrder):
+    """AdaHessian (Yao et al. 2021): D = z ⊙ (H z), z Rademacher (every ``hessian_every`` steps);
+
+        m ← β1 m + (1−β1) g;   v ← β2 v + (1−β2) D²;
+        θ ← θ − η·[ (m/(1−β1ᵗ)) / ((v/(1−β2ᵗ))^{k/2} + ε) + λθ ],   k = hessian_power
+
+    No spatial averaging (it only applies to convolution kernels).  Defaults lr 0.15,
+    β = (0.9, 0.999), ε = 1e-4, k = 1.
+    """
+
+    needs_hvp = True
+
+    def __init__(self, params, lr: float = 0.15, betas=(0.9, 0.999), eps: float = 1e-4,
+                 weight_decay: float = 0.0, hessian_power: float = 1.0, hessian_every: int = 1,
+                 seed: int = 0):
+        hp = float(hessian_power)
+        if not 0 < hp <= 1:
+            raise ValueError(f"hessian_power must be in (0, 1], got {hessian_power!r}; the exponent "
+                             "of the curvature denominator, try 1.0")
+        defaults = dict(lr=V.lr(lr, "0.15"), betas=V.betas(betas),
+                        eps=V.positive("eps", eps, "the denominator guard ε", "1e-4"),
+                        weight_decay=V.non_negative("weight_decay", weight_decay,
+                                                    "the decoupled weight decay λ", "0.0"),
+                        hessian_power=hp)
+        self.hessian_every = V.int_at_least("hessian_every", hessian_every, 1,
+                                            "steps between Hessian refreshes", 1)
+        super().__init__(params, defaults)
+        self.state["adahessian"] = {"seed": V.seed(seed), "step": 0}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = self._gradient(closure)
+        pairs = self._pairs()
+        params = [p for p, _ in pairs]
+        st = self.state["adahessian"]
+        t = st["step"]
+        d = None
+        if t % self.hessian_every == 0:
+            with torch.enable_grad():
+                lg = capability(closure, "loss_with_graph", "AdaHessian")()
+                d = hutchinson_diagonal(lg, params, self._probes(params, st["seed"], t, "rademacher"))
+        for j, (p, group) in enumerate(pairs):
+            s = self.state[p]
+            if not s:
+                s["step"] = 0
+                s["exp_avg"] = torch.zeros_like(p)
+                s["exp_hessian_diag_sq"] = torch.zeros_like(p)
+            b1, b2 = group["betas"]
+            if d is not None:
+                s["exp_hessian_diag_sq"].mul_(b2).addcmul_(d[j], d[j], value=1 - b2)
+            if p.grad is None:
+                continue
+            s["step"] += 1
+            n = s["step"]
+            s["exp_avg"].mul_(b1).add_(p.grad, alpha=1 - b1)
+            denom = (s["exp_hessian_diag_sq"] / (1 - b2 ** n)).pow_(group["hessian_power"] / 2)
+            denom.add_(group["eps"])
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.addcdiv_(s["exp_avg"], denom, value=-group["lr"] / (1 - b1 ** n))
+        self.state["adahessian"] = {"seed": st["seed"], "step": t + 1}
+        return loss

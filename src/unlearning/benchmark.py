@@ -1,0 +1,220 @@
+"""The Benchmark interface: forget / retain / held-out data and ``evaluate(model)``.
+
+A benchmark is a set of question/answer facts split into *forget* and *retain* (and
+paraphrased held-out questions for both), a small general-text sample for utility, and the
+tokenizer that turns them into batches.  Everything else (the unlearn loop, attacks, the study)
+talks to benchmarks only through this class, so the synthetic-facts default and the real
+SmolLM2 facts are interchangeable.
+
+Batches are dicts of tensors, right-padded:
+
+* ``input_ids``  [B, T] long
+* ``attention_mask`` [B, T] long (1 = token, 0 = padding)
+* ``labels`` [B, T] long, ``-100`` where no loss is taken (prompt tokens and padding)
+* ``index`` [B] long, the examples' positions in their split (for cached reference values)
+
+Metrics (:meth:`Benchmark.evaluate`):
+
+* ``<split>_acc``: exact match of *all* answer tokens under greedy decoding.  Computed in one
+  teacher-forced forward pass: greedy decoding reproduces the answer iff at every answer
+  position the argmax given ``prompt + answer[:i]`` is ``answer[i]`` (the prefixes greedy
+  decoding would condition on are exactly those), so this is the greedy exact match, not an
+  approximation of it.
+* ``<split>_nll``: mean answer-token NLL (nats/token, token-weighted over the split).
+* ``general_ppl``: perplexity exp(mean token NLL) of the general-text test sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["QA", "Benchmark", "IGNORE", "token_nll", "answer_stats"]
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class QA:
+    """One fact: the prompt the model sees, the answer it should give, and its group
+    (entity or topic; splits are made by group so paraphrases never leak across splits)."""
+
+    prompt: str
+    answer: str
+    group: str
+    attribute: str = ""
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL of next-token prediction.
+
+    ``logits`` [B, T, V] predicts position t+1 from t; ``labels`` [B, T] with IGNORE masked.
+    Returns ``(nll [B, T-1], mask [B, T-1])`` with nll = 0 where masked.
+    """
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE
+    safe = shift_labels.masked_fill(~mask, 0)
+    logp = torch.log_softmax(shift_logits, dim=-1)
+    nll = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return nll * mask, mask
+
+
+@torch.no_grad()
+def answer_stats(model, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Per-example exact match (greedy, see module doc), summed NLL and answer-token count."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits
+    nll, mask = token_nll(logits, batch["labels"])
+    pred = logits[:, :-1, :].argmax(-1)
+    target = batch["labels"][:, 1:]
+    correct = ((pred == target) | ~mask).all(dim=1)
+    return {"match": correct.float(), "nll_sum": nll.sum(1), "count": mask.sum(1)}
+
+
+class Benchmark:
+    """Base class: subclasses fill ``splits``, ``general`` and ``tokenizer`` in ``__init__``.
+
+    Attributes:
+        name: short identifier recorded in manifests.
+        tokenizer: a ``transformers`` tokenizer (saved with every checkpoint).
+        splits: ``{"forget": [...], "retain": [...], "forget_para": [...], "retain_para": [...]}``
+            lists of :class:`QA`.
+        general: ``{"train": [...], "test": [...]}`` plain sentences for utility.
+        eos_after_answer: append the EOS token after each answer as a training target (it then
+            also counts in the exact match).  Off by default: the match is on the answer.
+    """
+
+    name: str = "benchmark"
+    eos_after_answer: bool = False
+
+    def __init__(self) -> None:
+        self.tokenizer = None
+        self.splits: Dict[str, List[QA]] = {}
+        self.general: Dict[str, List[str]] = {"train": [], "test": []}
+
+    # ------------------------------------------------------------------ data
+    @property
+    def forget(self) -> List[QA]:
+        return self.splits["forget"]
+
+    @property
+    def retain(self) -> List[QA]:
+        return self.splits["retain"]
+
+    def settings(self) -> dict:
+        """JSON-able description recorded in every manifest."""
+        return {"name": self.name, **{f"n_{k}": len(v) for k, v in self.splits.items()}}
+
+    def _ids(self, text: str) -> List[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_qa(self, examples: Sequence[QA], indices: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
+        """Tokenize prompt + answer (+ EOS); loss only on the answer tokens."""
+        if len(examples) == 0:
+            raise ValueError("encode_qa got no examples; check the split is not empty")
+        seqs, labs = [], []
+        bos = [self.tokenizer.bos_token_id] if self._use_bos() else []
+        for qa in examples:
+            p = bos + self._ids(qa.prompt)
+            a = self._ids(self._answer_text(qa.answer))
+            if self.eos_after_answer:
+                a = a + [self.tokenizer.eos_token_id]
+            seqs.append(p + a)
+            labs.append([IGNORE] * len(p) + a)
+        batch = _pad(seqs, labs, self.tokenizer.pad_token_id)
+        idx = list(indices) if indices is not None else list(range(len(examples)))
+        batch["index"] = torch.tensor(idx, dtype=torch.long)
+        return batch
+
+    def encode_text(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Tokenize plain sentences; loss on every token after the first."""
+        if len(texts) == 0:
+            raise ValueError("encode_text got no texts")
+        bos = [self.tokenizer.bos_token_id] if self._use_bos() else []
+        seqs = [bos + self._ids(t) + [self.tokenizer.eos_token_id] for t in texts]
+        batch = _pad(seqs, [list(s) for s in seqs], self.tokenizer.pad_token_id)
+        batch["index"] = torch.arange(len(texts))
+        return batch
+
+    def _use_bos(self) -> bool:
+        return self.tokenizer.bos_token_id is not None
+
+    def _answer_text(self, answer: str) -> str:
+        return answer
+
+    def batches(self, split: str, batch_size: int, generator: torch.Generator) -> Iterator[Dict[str, torch.Tensor]]:
+        """Endless shuffled batches of a QA split (each epoch a fresh permutation)."""
+        data = self.splits[split]
+        if not data:
+            raise ValueError(f"split {split!r} is empty")
+        bs = min(batch_size, len(data))
+        while True:
+            perm = torch.randperm(len(data), generator=generator).tolist()
+            for i in range(0, len(perm) - bs + 1, bs):
+                idx = perm[i : i + bs]
+                yield self.encode_qa([data[j] for j in idx], idx)
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model, splits: Optional[Sequence[str]] = None, batch_size: int = 64,
+                 general: bool = True, limit: Optional[Dict[str, int]] = None) -> Dict[str, float]:
+        """Named metrics of ``model`` (see the module docstring).
+
+        ``limit`` caps the examples scored per split (the first N, a fixed subset), e.g.
+        ``{"retain": 200}`` for cheap stopping checks inside the unlearn loop."""
+        was_training = model.training
+        model.eval()
+        try:
+            out: Dict[str, float] = {}
+            for split in splits if splits is not None else list(self.splits):
+                data = self.splits[split]
+                if limit and split in limit:
+                    data = data[: limit[split]]
+                if not data:
+                    continue
+                m = n = c = 0.0
+                for i in range(0, len(data), batch_size):
+                    s = answer_stats(model, _to(self.encode_qa(data[i : i + batch_size]), model))
+                    m += float(s["match"].sum())
+                    n += float(s["nll_sum"].sum())
+                    c += float(s["count"].sum())
+                out[f"{split}_acc"] = m / len(data)
+                out[f"{split}_nll"] = n / max(c, 1.0)
+            if general and self.general.get("test"):
+                out["general_ppl"] = self.perplexity(model, self.general["test"], batch_size)
+            return out
+        finally:
+            model.train(was_training)
+
+    @torch.no_grad()
+    def perplexity(self, model, texts: Sequence[str], batch_size: int = 64) -> float:
+        tot = cnt = 0.0
+        for i in range(0, len(texts), batch_size):
+            b = _to(self.encode_text(texts[i : i + batch_size]), model)
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            nll, mask = token_nll(logits, b["labels"])
+            tot += float(nll.sum())
+            cnt += float(mask.sum())
+        return math.exp(tot / max(cnt, 1.0))
+
+
+def _pad(seqs: List[List[int]], labs: List[List[int]], pad_id: int) -> Dict[str, torch.Tensor]:
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    lab = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    att = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, (s, l) in enumerate(zip(seqs, labs)):
+        ids[i, : len(s)] = torch.tensor(s)
+        lab[i, : len(l)] = torch.tensor(l)
+        att[i, : len(s)] = 1
+    return {"input_ids": ids, "attention_mask": att, "labels": lab}
+
+
+def _to(batch: Dict[str, torch.Tensor], model) -> Dict[str, torch.Tensor]:
+    dev = next(model.parameters()).device
+    return {k: v.to(dev) for k, v in batch.items()}
