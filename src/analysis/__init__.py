@@ -1,0 +1,20 @@
+"""optigrade.analysis: attacks, mechanism diagnostics, the grade × objective × attack study,
+reports and the ``optigrade`` CLI.
+
+    >>> from analysis import quantize_rtn, relearn, weight_noise, bin_crossing
+    >>> from analysis import StudyConfig, run_study, load_config    # doctest: +SKIP
+    >>> res = run_study(load_config("configs/demo.yaml"), "runs/demo")  # doctest: +SKIP
+"""
+
+from .attacks import forget_halves, half_view, quantize_rtn, quantize_tensor, relearn, weight_noise
+from .config import AttackSpec, DiagnosticsSpec, OptimizerSpec, StudyConfig, load_config
+from .diagnostics import bin_crossing, diagnose, update_norms
+from .report import claim_sentences, load_study, markdown_summary, summarize
+from .study import StudyResult, run_study
+
+__all__ = [
+    "quantize_rtn", "quantize_tensor", "relearn", "weight_noise", "forget_halves", "half_view",
+    "update_norms", "bin_crossing", "diagnose",
+    "StudyConfig", "OptimizerSpec", "AttackSpec", "DiagnosticsSpec", "load_config",
+    "run_study", "StudyResult", "summarize", "markdown_summary", "claim_sentences", "load_study",
+]

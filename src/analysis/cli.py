@@ -4,6 +4,8 @@
     optigrade unlearn --objective npo --optimizer adam --lr 1e-3 --steps 200 --out DIR
     optigrade evaluate CHECKPOINT        metrics of a saved checkpoint on its benchmark
     optigrade optimizers                 every registered optimizer with its grade
+    optigrade study CONFIG.yaml [--out DIR] [--resume]   optimizers × objectives × attacks × seeds
+    optigrade report DIR [--markdown]    the summary tables of a finished study
 
 Every flag is validated before any model is loaded; errors print one line naming the bad
 value and the fix, and exit with status 2.
@@ -60,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", default="synthetic")
 
     sub.add_parser("optimizers", help="list registered optimizers with their grade")
+
+    p = sub.add_parser("study", help="optimizers × objectives × attacks × seeds at matched forgetting")
+    p.add_argument("config", help="study YAML (see configs/demo.yaml)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs in --out, compute the rest")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier runs in --out")
+    p.add_argument("--threads", type=int, default=1, help="torch threads during the study (default 1)")
+
+    p = sub.add_parser("report", help="print the summary of a finished study directory")
+    p.add_argument("dir")
+    p.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
+    p.add_argument("--objective", default=None, help="only this objective")
     return ap
 
 
@@ -134,13 +148,49 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+def _cmd_study(a) -> int:
+    from .config import load_config
+    from .report import claim_sentences, markdown_summary
+    from .study import run_study
+    from unlearning.run import ConfigError
+
+    cfg = load_config(a.config)
+    if a.threads is not None and a.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {a.threads}")
+    out = a.out or f"runs/{cfg.name}"
+    res = run_study(cfg, out, resume=a.resume, overwrite=a.overwrite, threads=a.threads)
+    print(markdown_summary(res.summary))
+    for s in claim_sentences(res.summary):
+        print("-", s)
+    print(f"\n{len(res.computed)} run(s) computed, {len(res.skipped)} reused, {res.seconds:.0f} s; "
+          f"{len(res.capped)} hit the step cap; results under {out}")
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from .report import claim_sentences, load_study, markdown_summary
+    from unlearning.run import ConfigError
+
+    try:
+        results, summary = load_study(a.dir)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    objs = [a.objective] if a.objective else None
+    print(markdown_summary(summary, objs), end="")
+    if not a.markdown:
+        print()
+        for s in claim_sentences(summary, a.objective):
+            print("-", s)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from unlearning.models import ModelLoadError
     from unlearning.run import ConfigError
 
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
-               "optimizers": _cmd_optimizers}[args.cmd]
+               "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report}[args.cmd]
     try:
         return handler(args)
     except (ConfigError, ModelLoadError, FileExistsError) as e:

