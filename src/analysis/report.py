@@ -194,11 +194,15 @@ def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None) -> L
         gm = {g: sum(v) / len(v) for g, v in by_grade.items()}
         gs = sorted(gm)
         mono = all(gm[gs[i]] <= gm[gs[i + 1]] + 1e-12 for i in range(len(gs) - 1))
+        rev = all(gm[gs[i]] >= gm[gs[i + 1]] - 1e-12 for i in range(len(gs) - 1))
+        order = ("monotone with lower grade = more robust, as the paper claims" if mono else
+                 "reversed (higher grade = more robust), the opposite of the paper's claim" if rev else
+                 "not monotone in grade, so the paper's ordering is not reproduced here")
         best, worst = ranked[0], ranked[-1]
         sep = vals[best][0] + _nz(vals[best][1]) < vals[worst][0] - _nz(vals[worst][1])
         out.append(f"After {what} ({a}), forget accuracy among matched runs ranges from {vals[best][0]:.2f} "
                    f"({best}, grade {grade[best]:g}) to {vals[worst][0]:.2f} ({worst}, grade {grade[worst]:g}); "
-                   f"averaged per grade the ordering is {'monotone (lower grade = more robust), as the paper claims' if mono else 'not monotone in grade, so the paper’s ordering is not reproduced here'}"
+                   f"averaged per grade ({', '.join(f'{g:g}: {gm[g]:.2f}' for g in gs)}) the ordering is {order}"
                    f"{'' if sep else ', and the extremes’ 95% intervals overlap, so the ranking is not statistically resolved'}.")
     rl = [a for a in attacks if kinds.get(a) == "relearn"]
     comp = []
@@ -207,15 +211,20 @@ def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None) -> L
         zo = [o for o in opts if grade.get(o) == 0]
         z = _mean(summary, obj, zo[0], a) if zo else (float("nan"),) * 2
         if h[0] == h[0] and ad[0] == ad[0]:
-            rel = "below" if h[0] < ad[0] - 1e-12 else ("equal to" if abs(h[0] - ad[0]) < 1e-12 else "above")
+            rel = ("about equal to" if round(h[0], 2) == round(ad[0], 2) else
+                   "below" if h[0] < ad[0] else "above")
             zt = f" and {zo[0]} {z[0]:.2f}" if z[0] == z[0] else ""
             comp.append(f"after {a} hybrid's forget accuracy is {h[0]:.2f}, {rel} Adam's {ad[0]:.2f}{zt}")
     if comp:
         out.append("Hybrid vs Adam vs ZO: " + "; ".join(comp) + ".")
     hr, ar = _mean(summary, obj, "hybrid", "none", "retain_acc"), _mean(summary, obj, "adam", "none", "retain_acc")
     if hr[0] == hr[0] and ar[0] == ar[0]:
-        out.append(f"Before any attack retain accuracy is {hr[0]:.2f} for hybrid and {ar[0]:.2f} for Adam, "
-                   f"so utility is {'kept' if hr[0] >= ar[0] - 0.02 else 'lower'} with the hybrid.")
+        zo = [o for o in opts if grade.get(o) == 0]
+        zr = ", ".join(f"{_mean(summary, obj, o, 'none', 'retain_acc')[0]:.2f} for {o}" for o in zo)
+        out.append(f"Before any attack retain accuracy is {hr[0]:.2f} for hybrid, {ar[0]:.2f} for Adam"
+                   f"{' and ' + zr if zr else ''}: utility is {'kept' if hr[0] >= ar[0] - 0.02 else 'lower'} with "
+                   f"the hybrid, and a ZO row that reaches the target with low retain accuracy got there by "
+                   f"damaging the model, not by selective forgetting.")
     out.append("What this does not show: it is a 430k-parameter Llama on synthetic facts with RTN fake-quantization "
                "and a few seeds, not MUSE/WMDP on 7B models with bitsandbytes, so it tests the mechanism, "
                "not the paper's numbers.")
@@ -249,7 +258,7 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
         seconds=("unlearn_seconds", "mean")).reset_index()
     sections.append(("Matched forgetting (steps to target; capped = hit the step cap)",
                      "Rows with capped > 0 did not reach the target: they are not at matched forgetting.",
-                     runs_t.round(3)))
+                     runs_t.round({"steps_mean": 1, "seconds": 1})))
     sentences = claim_sentences(summary)
     sections.append(("What the numbers say about the grade claim", " ".join(sentences), None))
     for o in objs:

@@ -230,7 +230,7 @@ class RealFacts(Benchmark):
 
     Each fact in ``data/real_facts.json`` has a question, a paraphrased question (held out) and
     an expected answer.  At construction both phrasings are put through the chat template
-    (``add_generation_prompt=True``) and answered greedily (``max_new_tokens``); a phrasing is
+    (``add_generation_prompt=True``, system message :attr:`system_prompt`) and answered greedily (``max_new_tokens``); a phrasing is
     verified when the expected answer (or the same without a leading article / after a comma)
     appears in the model's reply.  Its stored answer is the reply's own tokens up to the end of
     the expected answer (``"The capital of France is Paris"``), so exact match (base class:
@@ -251,6 +251,9 @@ class RealFacts(Benchmark):
         forget_topics: restrict the forget set to these topics (e.g. ``["capitals"]``).
         seed: split randomness (a local ``random.Random``).
         min_retain: refuse splits leaving fewer retain facts.
+        per_topic: use only the first ``per_topic`` facts of each topic (verification costs about
+            one greedy generation per fact: ≈ 1 s each on a free 2-core CPU, more when shared).
+        facts_data: ``{"facts": [...]}`` to use instead of the packaged file.
 
     Raises:
         TooFewFactsError: fewer verified facts than the split needs (the message gives counts).
@@ -258,11 +261,14 @@ class RealFacts(Benchmark):
 
     name = "smollm2-facts"
     eos_after_answer = False
-    max_new_tokens = 24
+    max_new_tokens = 16
+    #: short system message: the template's default one is ~20 tokens, a third of every sequence
+    system_prompt = "Answer briefly."
 
     def __init__(self, model=None, tokenizer=None, forget_fraction: float = 0.1, n_forget: Optional[int] = None,
                  n_retain: Optional[int] = None, forget_topics: Optional[Sequence[str]] = None, seed: int = 0,
-                 min_retain: int = 8, facts_data: Optional[dict] = None, progress: bool = False) -> None:
+                 min_retain: int = 8, per_topic: Optional[int] = None, facts_data: Optional[dict] = None,
+                 progress: bool = False) -> None:
         super().__init__()
         if n_forget is None and not (0.0 < float(forget_fraction) < 1.0):
             raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction!r}; or pass n_forget=16")
@@ -275,9 +281,18 @@ class RealFacts(Benchmark):
             raise ValueError("RealFacts needs the model's tokenizer with its chat template "
                              "(the second value returned by load_smollm2())")
         self.tokenizer = tokenizer
-        raw = json.dumps(facts_data, sort_keys=True).encode() if facts_data is not None else _data("real_facts.json")
-        facts = json.loads(raw)["facts"]
-        self.data_hash = hashlib.sha256(raw).hexdigest()[:16]
+        facts = (facts_data if facts_data is not None else json.loads(_data("real_facts.json")))["facts"]
+        if per_topic is not None:
+            if not isinstance(per_topic, int) or per_topic < 1:
+                raise ValueError(f"per_topic must be a positive integer, got {per_topic!r}")
+            seen: Dict[str, int] = {}
+            kept = []
+            for f in facts:
+                seen[f["topic"]] = seen.get(f["topic"], 0) + 1
+                if seen[f["topic"]] <= per_topic:
+                    kept.append(f)
+            facts = kept
+        self.data_hash = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
         verified = self._verified(model, facts, progress)
         self.verified = verified
         topics = sorted({f["topic"] for f in verified})
@@ -302,7 +317,7 @@ class RealFacts(Benchmark):
         self.general = {"train": sentences[: len(sentences) // 2], "test": sentences[len(sentences) // 2 :]}
         self._settings = {"n_facts": len(facts), "n_verified": len(verified), "seed": seed,
                           "n_forget_requested": n_forget, "forget_fraction": forget_fraction,
-                          "forget_topics": list(forget_topics) if forget_topics else None,
+                          "forget_topics": list(forget_topics) if forget_topics else None, "per_topic": per_topic,
                           "para_verified": sum(f["para_ok"] for f in verified), "data_hash": self.data_hash,
                           "topics": topics}
 
@@ -311,8 +326,10 @@ class RealFacts(Benchmark):
         return False
 
     def chat_prompt(self, question: str) -> str:
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                                  add_generation_prompt=True, tokenize=False)
+        msgs = [{"role": "user", "content": question}]
+        if self.system_prompt is not None:
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
     def _qa(self, facts, para: bool) -> List[QA]:
         out = []
@@ -331,6 +348,7 @@ class RealFacts(Benchmark):
     def _verified(self, model, facts, progress: bool) -> List[dict]:
         key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "data": self.data_hash,
                                          "max_new": self.max_new_tokens, "template": self.tokenizer.chat_template,
+                                         "system": self.system_prompt,
                                          "v": 1}, sort_keys=True).encode()).hexdigest()[:16]
         path = cache_dir() / "real_facts" / f"verified-{key}.json"
         if path.exists():
@@ -339,12 +357,12 @@ class RealFacts(Benchmark):
             except (ValueError, KeyError):
                 pass
         main = self._answers(model, [f["question"] for f in facts], [f["answer"] for f in facts], progress)
-        para = self._answers(model, [f["paraphrase"] for f in facts], [f["answer"] for f in facts], progress)
+        known = [i for i, (f, a) in enumerate(zip(facts, main))
+                 if a is not None and _find_answer(f["question"], f["answer"]) is None]  # not copied from the question
+        para = self._answers(model, [facts[i]["paraphrase"] for i in known], [facts[i]["answer"] for i in known], progress)
         verified = []
-        for i, (f, a, b) in enumerate(zip(facts, main, para)):
-            if a is None or _find_answer(f["question"], f["answer"]) is not None:
-                continue  # not known, or the answer is in the question (copying, not knowing)
-            verified.append({**f, "id": i, "model_answer": a, "para_answer": b if b is not None else a,
+        for i, b in zip(known, para):
+            verified.append({**facts[i], "id": i, "model_answer": main[i], "para_answer": b if b is not None else main[i],
                              "para_ok": b is not None})
         # final check with the metric itself (teacher-forced greedy match must be 1)
         qa = [QA(self.chat_prompt(f["question"]), f["model_answer"], "", "") for f in verified]
