@@ -242,24 +242,12 @@ def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, ba
 
 
 def _unlearn(ucfg, bench, model, progress):
-    """``run_unlearn``; for ``"<base>+gru"`` names, which ``UnlearnConfig.validate`` does not
-    list yet, the same steps (objective, trainable parameters, optimizer, loop) done here."""
+    """``run_unlearn`` without re-scoring the base model (the study scores it once) and without
+    the full final evaluation (the attack pass scores the unattacked model itself)."""
     from unlearning.run import run_unlearn
 
-    try:
-        return run_unlearn(ucfg, benchmark=bench, model=model, progress=progress)
-    except ConfigError as e:
-        if not (ucfg.optimizer.endswith("+gru") and "unknown optimizer" in str(e)):
-            raise
-    import optimizers
-    from unlearning import make_objective, trainable_parameters, unlearn
-
-    objective = make_objective(ucfg.objective, **ucfg.objective_kwargs)
-    params = trainable_parameters(model, ucfg.params)
-    opt = optimizers.make(ucfg.optimizer, params, lr=ucfg.lr, **ucfg.optimizer_kwargs)
-    return unlearn(model, objective, opt, bench, steps=ucfg.steps, target=ucfg.target, metric=ucfg.metric,
-                   eval_every=ucfg.eval_every, batch_size=ucfg.batch_size, seed=ucfg.seed, params=params,
-                   progress=progress)
+    return run_unlearn(ucfg, benchmark=bench, model=model, progress=progress, evaluate_before=False,
+                       final_eval=False)
 
 
 def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -> pd.DataFrame:

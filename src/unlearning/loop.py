@@ -9,7 +9,9 @@ grade.
 
 Stopping: with ``target`` set, the forget metric (``forget_acc`` by default) is evaluated every
 ``eval_every`` steps and the run stops at the first check where it is ``<= target``
-(``stop_reason="target"``); otherwise at ``steps`` (``"budget"``).  Comparing optimizers at
+(``stop_reason="target"``); otherwise at ``steps`` (``"budget"``).  An optimizer exposing
+``at_round_end`` (the FO/ZO hybrid) is stopped only once its current round is complete, so a
+hybrid run always ends on a zeroth-order step (the paper's rule).  Comparing optimizers at
 matched forgetting needs the target; the budget acts as a cap that is reported when hit.
 """
 
@@ -124,7 +126,7 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
 
     bar = tqdm(range(1, steps + 1), desc=f"unlearn {objective.name}/{type(optimizer).__name__}",
                disable=not progress, leave=False)
-    step = 0
+    step, target_met = 0, False
     for step in bar:
         f = {k: v.to(dev) for k, v in next(forget_it).items()}
         r = {k: v.to(dev) for k, v in next(retain_it).items()}
@@ -149,9 +151,12 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             row.update(m)
             bar.set_postfix(loss=f"{loss:.3f}", forget=f"{m['forget_acc']:.2f}", retain=f"{m['retain_acc']:.2f}")
             if target is not None and m[metric] <= target:
-                rows.append(row)
-                reason = "target"
-                break
+                target_met = True
+        if target_met and getattr(optimizer, "at_round_end", True):
+            # a hybrid FO/ZO optimizer finishes its round so the run ends on a ZO step
+            rows.append(row)
+            reason = "target"
+            break
         rows.append(row)
     seconds = time.perf_counter() - t0
     log = pd.DataFrame(rows)

@@ -61,7 +61,7 @@ class UnlearnConfig:
     def validate(self) -> "UnlearnConfig":
         import optimizers
 
-        names = {i.name for i in optimizers.available()}
+        names = {i.name for i in optimizers.available(gru=True)}
         if self.optimizer not in names:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(sorted(names))}")
         if self.objective not in OBJECTIVES:
@@ -149,9 +149,11 @@ def versions() -> dict:
 
 
 def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress: bool = True,
-                benchmark: Optional[Benchmark] = None, model=None) -> UnlearnResult:
+                benchmark: Optional[Benchmark] = None, model=None, evaluate_before: bool = True,
+                final_eval: bool = True) -> UnlearnResult:
     """Validate, build, unlearn and (when ``out`` is given) save.  ``benchmark`` / ``model``
-    may be passed to reuse already-built ones (the model is modified in place)."""
+    may be passed to reuse already-built ones (the model is modified in place).
+    ``evaluate_before=False`` skips scoring the starting model (a study scores it once)."""
     cfg.validate()
     if out is not None and dir_is_nonempty(Path(out)) and not overwrite:
         raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite or choose a new --out")
@@ -159,7 +161,7 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
 
     bench = benchmark if benchmark is not None else build_benchmark(cfg)
     model = model if model is not None else build_model(cfg, bench, progress)
-    before = bench.evaluate(model)
+    before = bench.evaluate(model) if evaluate_before else {}
     objective = make_objective(cfg.objective, **cfg.objective_kwargs)
     params = trainable_parameters(model, cfg.params)
     try:
@@ -168,7 +170,7 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
         raise ConfigError(f"optimizer {cfg.optimizer!r}: {e}") from None
     res = unlearn(model, objective, opt, bench, steps=cfg.steps, target=cfg.target, metric=cfg.metric,
                   eval_every=cfg.eval_every, batch_size=cfg.batch_size, seed=cfg.seed, params=params,
-                  progress=progress)
+                  final_eval=final_eval, progress=progress)
     res.metrics_before = before
     if out is not None:
         manifest = {"config": cfg.to_dict(), "benchmark": bench.settings(), "objective": objective.settings(),

