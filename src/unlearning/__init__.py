@@ -22,3 +22,5 @@ __all__ = [
     "unlearn", "UnlearnResult", "trainable_parameters",
     "UnlearnConfig", "ConfigError", "run_unlearn", "save_checkpoint",
 ]
+
+from . import smollm2  # noqa: E402,F401  registers the 'smollm2' model and 'smollm2-facts' benchmark
