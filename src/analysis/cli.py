@@ -138,6 +138,8 @@ def _cmd_optimizers(a) -> int:
     print(f"{'name':<22} {'grade':>5}  family")
     for i in optimizers.available():
         print(f"{i.name:<22} {i.grade:>5}  {i.family}")
+    gru = sorted(i.name for i in optimizers.available(gru=True) if i.name.endswith("+gru"))
+    print(f"\nGRU-rectified variants ({len(gru)}): <base>+gru, e.g. {', '.join(gru[:4])}, ...")
     return 0
 
 
