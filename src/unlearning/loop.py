@@ -41,7 +41,7 @@ class UnlearnResult:
     model: torch.nn.Module
     log: pd.DataFrame
     steps: int
-    stop_reason: str  # "target" | "budget" | "diverged"
+    stop_reason: str  # "target" | "budget" | "diverged" | "retain-guard"
     metrics: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -88,7 +88,8 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             steps: int = 100, target: Optional[float] = None, metric: str = "forget_acc",
             eval_every: int = 5, batch_size: int = 16, seed: int = 0,
             reference: Optional[Reference] = None, params: Optional[Sequence[torch.Tensor]] = None,
-            eval_retain: int = 200, final_eval: bool = True, progress: bool = True) -> UnlearnResult:
+            eval_retain: int = 200, retain_floor: Optional[float] = None, final_eval: bool = True,
+            progress: bool = True) -> UnlearnResult:
     """Unlearn ``benchmark.forget`` from ``model`` in place.
 
     Args:
@@ -103,6 +104,9 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             fixed subset, as a cheap retain guard) every this many steps.
         batch_size: forget and retain batch size.
         seed: data order (a local ``torch.Generator``; the global RNG is not touched).
+        retain_floor: stop (``stop_reason="retain-guard"``) at the first evaluation where
+            ``retain_acc`` falls below this value, before the target is met: a run that can only
+            reach the target by damaging the model is reported as such instead of as forgetting.
 
     Returns:
         :class:`UnlearnResult` with a per-step log (one row per step; evaluation columns filled
@@ -152,6 +156,10 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             bar.set_postfix(loss=f"{loss:.3f}", forget=f"{m['forget_acc']:.2f}", retain=f"{m['retain_acc']:.2f}")
             if target is not None and m[metric] <= target:
                 target_met = True
+            elif retain_floor is not None and m["retain_acc"] < retain_floor:
+                rows.append(row)
+                reason = "retain-guard"
+                break
         if target_met and getattr(optimizer, "at_round_end", True):
             # a hybrid FO/ZO optimizer finishes its round so the run ends on a ZO step
             rows.append(row)

@@ -55,6 +55,7 @@ class UnlearnConfig:
     forget_fraction: float = 0.1
     n_entities: int = 200
     params: Optional[str] = None  # regex over parameter names; None = all
+    retain_floor: Optional[float] = None  # stop when retain_acc drops below this (see unlearn)
     objective_kwargs: Dict[str, Any] = field(default_factory=dict)
     optimizer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +79,9 @@ class UnlearnConfig:
             raise ConfigError(f"forget_fraction must be in (0, 1), got {self.forget_fraction!r}; e.g. 0.1 forgets 10% of entities")
         if self.target is not None and not (0.0 <= float(self.target) <= 1.0) and self.metric.endswith("_acc"):
             raise ConfigError(f"target must be in [0, 1] for metric {self.metric}, got {self.target!r}")
+        if self.retain_floor is not None and not (0.0 <= float(self.retain_floor) <= 1.0):
+            raise ConfigError(f"retain_floor must be in [0, 1], got {self.retain_floor!r}; e.g. 0.75 stops a run "
+                              "whose retain accuracy falls below 75%")
         if self.benchmark not in BENCHMARKS:
             raise ConfigError(f"unknown benchmark {self.benchmark!r}; choose one of: {', '.join(sorted(BENCHMARKS))}")
         if self.model != "tiny" and self.model not in NAMED_MODELS:
@@ -170,7 +174,7 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
         raise ConfigError(f"optimizer {cfg.optimizer!r}: {e}") from None
     res = unlearn(model, objective, opt, bench, steps=cfg.steps, target=cfg.target, metric=cfg.metric,
                   eval_every=cfg.eval_every, batch_size=cfg.batch_size, seed=cfg.seed, params=params,
-                  final_eval=final_eval, progress=progress)
+                  retain_floor=cfg.retain_floor, final_eval=final_eval, progress=progress)
     res.metrics_before = before
     if out is not None:
         manifest = {"config": cfg.to_dict(), "benchmark": bench.settings(), "objective": objective.settings(),

@@ -82,3 +82,20 @@ def test_nothing_half_written_on_failure(bench, pretrained, tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="disk full"):
         run_unlearn(cfg, out=tmp_path / "x", benchmark=bench, model=copy.deepcopy(pretrained[0]), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_retain_guard_stops_a_destructive_run(bench, tiny_model):
+    """A zeroth-order run that lowers retain with forget is stopped and reported as such."""
+    opt = optimizers.make("adazo", tiny_model.parameters(), lr=3e-3)
+    res = unlearn(tiny_model, GradDiff(), opt, bench, steps=60, target=0.1, eval_every=5,
+                  retain_floor=0.9, final_eval=False, progress=False)
+    assert res.stop_reason == "retain-guard"
+    assert res.log["retain_acc"].dropna().iloc[-1] < 0.9
+    assert res.log["forget_acc"].dropna().iloc[-1] > 0.1
+
+
+def test_bad_retain_floor_is_refused():
+    from unlearning import ConfigError
+
+    with pytest.raises(ConfigError, match="retain_floor must be in"):
+        UnlearnConfig(retain_floor=1.5).validate()
