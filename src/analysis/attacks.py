@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 

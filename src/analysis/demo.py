@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["DEMO", "demo_config", "run_demo"]
 

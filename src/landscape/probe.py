@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -283,7 +283,7 @@ class Probe:
         self._graph = None
 
     def _hvp_func(self, vs):
-        from torch.func import functional_call, grad, jvp
+        from torch.func import grad, jvp
         primals = {n: p.detach() for n, p in self.named_params}
         tangents = {n: x for n, x in zip(self.names, vs)}
         out = {n: torch.zeros_like(p) for n, p in self.named_params}

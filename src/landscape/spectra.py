@@ -6,7 +6,7 @@ Randomness comes from ``torch.Generator(seed)``; the global RNG is never touched
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

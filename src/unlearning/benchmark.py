@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["QA", "Benchmark", "IGNORE", "token_nll", "answer_stats"]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import pandas as pd
@@ -120,7 +119,6 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
     if objective.needs_reference and reference is None:
         reference = Reference(model)
     gen = torch.Generator().manual_seed(seed)
-    sample_gen = torch.Generator().manual_seed(seed + 1)
     forget_it = benchmark.batches("forget", batch_size, gen)
     retain_it = benchmark.batches("retain", batch_size, gen)  # GRU and SAM use it even for GA
     dev = next(model.parameters()).device

@@ -24,7 +24,7 @@ import torch
 from ._io import atomic_dir, atomic_write_json, dir_is_nonempty
 from .benchmark import Benchmark
 from .loop import UnlearnResult, trainable_parameters, unlearn
-from .models import NAMED_MODELS, ModelLoadError, load, load_tokenizer, pretrained_tiny
+from .models import NAMED_MODELS, ModelLoadError, load, pretrained_tiny
 from .objectives import OBJECTIVES, make_objective
 from .synthetic import SyntheticFacts
 
