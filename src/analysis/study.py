@@ -42,6 +42,7 @@ import torch
 from unlearning.run import ConfigError
 
 from .attacks import forget_halves, half_view, quantize_rtn, relearn, weight_noise
+from .gguf import bin_crossing_gguf, requantize_gguf
 from .config import AttackSpec, OptimizerSpec, StudyConfig
 from .diagnostics import diagnose
 
@@ -49,8 +50,7 @@ __all__ = ["run_study", "StudyResult", "EvalBudget", "run_id", "ATTACK_COLUMNS"]
 
 VERSION = 1
 ATTACK_COLUMNS = ["bits", "group_size", "symmetric", "steps", "lr", "protocol", "n_samples", "batch_size",
-                  "sigma", "relative"]
-_ATTACK_FNS = {"quantize": quantize_rtn, "relearn": relearn, "noise": weight_noise}
+                  "sigma", "relative", "types"]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -114,7 +114,7 @@ def _run_hash(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int) -
     d = cfg.to_dict()
     shared = {k: d[k] for k in ("target", "metric", "eval_every", "batch_size", "model", "benchmark",
                                 "n_entities", "forget_fraction", "eval_retain", "eval_general",
-                                "eval_splits", "attacks", "diagnostics")}
+                                "eval_splits", "attacks", "diagnostics", "benchmark_kwargs", "retain_floor")}
     blob = json.dumps({"v": VERSION, "shared": shared, "objective": objective,
                        "opt": {**asdict(opt), "label": opt.key},
                        "seed": seed}, sort_keys=True, default=str)
@@ -185,6 +185,8 @@ def apply_attack(a: AttackSpec, model, benchmark, seed: int):
         return quantize_rtn(model, **s)
     if a.kind == "noise":
         return weight_noise(model, seed=seed, **s)
+    if a.kind == "gguf":
+        return requantize_gguf(model, **s)
     return relearn(model, benchmark, seed=seed, **s)
 
 
@@ -213,23 +215,26 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
 # ----------------------------------------------------------------------------- one run
 def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
              progress: bool) -> pd.DataFrame:
-    from unlearning.run import UnlearnConfig
-
     grade, family = _grades().get(opt.name, (float("nan"), ""))
     kw = _optimizer_kwargs(opt.name, opt.optimizer_kwargs, seed)
-    ucfg = UnlearnConfig(objective=objective, optimizer=opt.name, lr=float(opt.lr), steps=opt.steps,
-                         target=cfg.target, metric=cfg.metric, eval_every=opt.eval_every or cfg.eval_every,
-                         batch_size=cfg.batch_size, seed=seed, model=cfg.model, benchmark=cfg.benchmark,
-                         forget_fraction=cfg.forget_fraction, n_entities=cfg.n_entities, optimizer_kwargs=kw)
+    ucfg = cfg.unlearn_config(objective, opt, seed, optimizer_kwargs=kw)
     model = copy.deepcopy(base)
     res = _unlearn(ucfg, bench, model, False)
+    for p in model.parameters():  # unfreeze what a `params` subset froze: attacks see the whole model
+        p.requires_grad_(True)
     log = res.log
+    checks = log.dropna(subset=["forget_acc"]) if "forget_acc" in log else log.iloc[:0]
     common = {"run_id": run_id(objective, opt, seed), "config_hash": _run_hash(cfg, objective, opt, seed),
-              "study": cfg.name, "objective": objective, "optimizer": opt.key, "optimizer_name": opt.name,
+              "study": cfg.name, "model": cfg.model, "objective": objective, "optimizer": opt.key, "optimizer_name": opt.name,
               "grade": float(grade), "family": family, "seed": int(seed), "lr": float(opt.lr),
               "optimizer_kwargs": json.dumps(kw, sort_keys=True, default=str), "step_cap": int(opt.steps),
               "eval_every": int(ucfg.eval_every), "target": float(cfg.target), "steps": int(res.steps),
               "stop_reason": res.stop_reason, "reached_target": res.stop_reason == "target",
+              "params": opt.params or "", "retain_floor": float("nan") if ucfg.retain_floor is None
+              else float(ucfg.retain_floor),
+              "checks": json.dumps([[int(a), round(float(b), 4), round(float(c), 4)] for a, b, c in
+                                    zip(checks["step"], checks["forget_acc"], checks["retain_acc"])])
+              if len(checks) else "[]",
               "n_loss": int(log["n_loss"].sum()) if "n_loss" in log else 0,
               "n_grad": int(log["n_grad"].sum()) if "n_grad" in log else 0,
               "unlearn_seconds": float(res.seconds)}
@@ -238,6 +243,11 @@ def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, ba
         d = diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size, cfg.diagnostics.symmetric)
         for r in d.itertuples(index=False):
             rows += _metric_rows({**common, **_attack_columns(None)}, {r.metric: r.value}, "weights", r.bits)
+        if cfg.diagnostics.gguf and getattr(base, "gguf_types", None) is not None:
+            bc = bin_crossing_gguf(base, model)
+            rows += _metric_rows({**common, **_attack_columns(None)},
+                                 {"diag_gguf_bin_crossing": bc.fraction, "diag_changed_any": bc.changed_any},
+                                 "weights")
     return pd.DataFrame(rows)
 
 
@@ -253,10 +263,11 @@ def _unlearn(ucfg, bench, model, progress):
 def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -> pd.DataFrame:
     seed = cfg.seeds[0]
     common = {"run_id": "reference", "config_hash": _run_hash(cfg, "none", OptimizerSpec("original", 1.0), seed),
-              "study": cfg.name, "objective": "none", "optimizer": "original", "optimizer_name": "original",
+              "study": cfg.name, "model": cfg.model, "objective": "none", "optimizer": "original", "optimizer_name": "original",
               "grade": float("nan"), "family": "", "seed": int(seed), "lr": float("nan"),
               "optimizer_kwargs": "{}", "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
-              "stop_reason": "none", "reached_target": False, "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0}
+              "stop_reason": "none", "reached_target": False, "params": "", "retain_floor": float("nan"),
+              "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0}
     return pd.DataFrame(_attack_all(cfg, base, bench, seed, common, progress))
 
 
@@ -275,27 +286,33 @@ class StudyResult:
 def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):
     """Validate ``cfg`` (names, ranges, then group sizes against the model) and build the
     benchmark and base model.  Raises :class:`ConfigError` before any run starts."""
-    from unlearning.run import UnlearnConfig, build_benchmark, build_model
+    from unlearning.run import UnlearnConfig, build
 
     cfg.validate()
     ucfg = UnlearnConfig(model=cfg.model, benchmark=cfg.benchmark, n_entities=cfg.n_entities,
-                         forget_fraction=cfg.forget_fraction)
-    bench = benchmark if benchmark is not None else build_benchmark(ucfg)
-    base = base if base is not None else build_model(ucfg, bench, progress)
+                         forget_fraction=cfg.forget_fraction, benchmark_kwargs=dict(cfg.benchmark_kwargs))
+    try:
+        bench, base = build(ucfg, progress, benchmark, base)
+    except ValueError as e:  # e.g. too few verified facts for the requested split
+        raise ConfigError(str(e)) from None
     cfg.validate(model=base)
     return base, bench
 
 
+_DEFAULT = object()
+
+
 def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = False, progress: bool = True,
-              base=None, benchmark=None, threads: Optional[int] = 1) -> StudyResult:
+              base=None, benchmark=None, threads=_DEFAULT) -> StudyResult:
     """Run (or resume) the study ``cfg`` into ``out``; see the module docstring.
 
     Args:
         resume: reuse finished runs whose config hash matches (others are recomputed).
         overwrite: delete earlier per-run results first.
         base, benchmark: reuse an already built base model / benchmark (tests).
-        threads: torch intra-op threads during the study (1 is fastest for the tiny model on
-            a shared machine; restored afterwards).  None leaves torch's setting.
+        threads: torch intra-op threads during the study (default: ``cfg.threads``; 1 is fastest
+            for the tiny model on a shared machine; restored afterwards).  None leaves torch's
+            setting.
     """
     from tqdm.auto import tqdm
 
@@ -310,6 +327,7 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
         elif not resume:
             raise ConfigError(f"{str(out)!r} already holds study runs; pass --resume to finish/reuse them "
                               "or --overwrite to start over (or choose another --out)")
+    threads = cfg.threads if threads is _DEFAULT else threads
     base, bench = prepare(cfg, progress, base, benchmark)
     ebench = EvalBudget(bench, cfg.eval_retain, cfg.eval_general, cfg.eval_splits)
     import yaml
@@ -346,10 +364,13 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
                 computed.append(rid)
             else:
                 skipped.append(rid)
-            if df["stop_reason"].iloc[0] == "budget":
+            why = df["stop_reason"].iloc[0]
+            if why != "target":
                 capped.append(rid)
-                msg = (f"run {rid}: hit the step cap ({int(df['step_cap'].iloc[0])}) before "
-                       f"{cfg.metric} <= {cfg.target}; it is NOT at matched forgetting")
+                how = {"budget": f"hit the step cap ({int(df['step_cap'].iloc[0])})",
+                       "retain-guard": f"was stopped by the retain guard (retain_acc < {df['retain_floor'].iloc[0]})",
+                       }.get(why, f"stopped ({why})")
+                msg = f"run {rid}: {how} before {cfg.metric} <= {cfg.target}; it is NOT at matched forgetting"
                 (tqdm.write if progress else print)(msg)
             frames.append(df)
     finally:

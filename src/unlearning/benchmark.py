@@ -86,10 +86,15 @@ class Benchmark:
         general: ``{"train": [...], "test": [...]}`` plain sentences for utility.
         eos_after_answer: append the EOS token after each answer as a training target (it then
             also counts in the exact match).  Off by default: the match is on the answer.
+        needs_model: the constructor takes ``model`` / ``tokenizer`` (it is built against a
+            model, e.g. keeps only facts the model knows); ``reference_model`` names the model
+            it is normally built against (see :func:`unlearning.run.build`).
     """
 
     name: str = "benchmark"
     eos_after_answer: bool = False
+    needs_model: bool = False
+    reference_model: Optional[str] = None
 
     def __init__(self) -> None:
         self.tokenizer = None

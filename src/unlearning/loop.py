@@ -104,8 +104,9 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
         batch_size: forget and retain batch size.
         seed: data order (a local ``torch.Generator``; the global RNG is not touched).
         retain_floor: stop (``stop_reason="retain-guard"``) at the first evaluation where
-            ``retain_acc`` falls below this value, before the target is met: a run that can only
-            reach the target by damaging the model is reported as such instead of as forgetting.
+            ``retain_acc`` falls below this value, even if the target is met at that evaluation: a
+            run that can only reach the target by damaging the model is reported as such instead
+            of as forgetting.
 
     Returns:
         :class:`UnlearnResult` with a per-step log (one row per step; evaluation columns filled
@@ -152,12 +153,13 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
                                    limit={"retain": eval_retain})
             row.update(m)
             bar.set_postfix(loss=f"{loss:.3f}", forget=f"{m['forget_acc']:.2f}", retain=f"{m['retain_acc']:.2f}")
-            if target is not None and m[metric] <= target:
-                target_met = True
-            elif retain_floor is not None and m["retain_acc"] < retain_floor:
+            if retain_floor is not None and m["retain_acc"] < retain_floor:
+                # checked first: reaching the target by breaking retention is not forgetting
                 rows.append(row)
                 reason = "retain-guard"
                 break
+            if target is not None and m[metric] <= target:
+                target_met = True
         if target_met and getattr(optimizer, "at_round_end", True):
             # a hybrid FO/ZO optimizer finishes its round so the run ends on a ZO step
             rows.append(row)

@@ -28,7 +28,7 @@ from .models import NAMED_MODELS, ModelLoadError, load, pretrained_tiny
 from .objectives import OBJECTIVES, make_objective
 from .synthetic import SyntheticFacts
 
-__all__ = ["UnlearnConfig", "ConfigError", "run_unlearn", "build_benchmark", "build_model", "save_checkpoint"]
+__all__ = ["UnlearnConfig", "ConfigError", "run_unlearn", "build", "build_benchmark", "build_model", "save_checkpoint"]
 
 BENCHMARKS: Dict[str, Any] = {"synthetic": SyntheticFacts}  # plug-ins add more (e.g. "smollm2-facts")
 
@@ -56,6 +56,7 @@ class UnlearnConfig:
     n_entities: int = 200
     params: Optional[str] = None  # regex over parameter names; None = all
     retain_floor: Optional[float] = None  # stop when retain_acc drops below this (see unlearn)
+    benchmark_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra benchmark arguments
     objective_kwargs: Dict[str, Any] = field(default_factory=dict)
     optimizer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +85,10 @@ class UnlearnConfig:
                               "whose retain accuracy falls below 75%")
         if self.benchmark not in BENCHMARKS:
             raise ConfigError(f"unknown benchmark {self.benchmark!r}; choose one of: {', '.join(sorted(BENCHMARKS))}")
+        if not isinstance(self.benchmark_kwargs, dict):
+            raise ConfigError(f"benchmark_kwargs must be a mapping, got {self.benchmark_kwargs!r}; "
+                              "e.g. {n_forget: 8, n_retain: 16}")
+        _check_benchmark_kwargs(self.benchmark, self.benchmark_kwargs)
         if self.model != "tiny" and self.model not in NAMED_MODELS:
             p = Path(self.model).expanduser()
             if not p.exists():
@@ -114,11 +119,57 @@ class UnlearnConfig:
         return cls(**d)
 
 
-def build_benchmark(cfg: UnlearnConfig) -> Benchmark:
+_NOT_KWARGS = {"self", "model", "tokenizer", "progress"}
+
+
+def _check_benchmark_kwargs(name: str, kw: dict) -> None:
+    """Refuse benchmark arguments the benchmark's constructor does not take (before any work)."""
+    import inspect
+
+    cls = BENCHMARKS[name]
+    allowed = sorted(set(inspect.signature(cls.__init__).parameters) - _NOT_KWARGS)
+    bad = sorted(set(kw) - set(allowed))
+    if bad:
+        raise ConfigError(f"benchmark_kwargs: {bad} not accepted by benchmark {name!r}; allowed: {allowed}")
+
+
+def build_benchmark(cfg: UnlearnConfig, model=None, tokenizer=None, progress: bool = False) -> Benchmark:
+    """The benchmark of ``cfg`` (``benchmark_kwargs`` passed through).  A benchmark built
+    *against a model* (``needs_model = True``, e.g. RealFacts verifies which facts the model
+    knows) gets ``model`` / ``tokenizer`` when given, else loads its own reference model."""
     cls = BENCHMARKS[cfg.benchmark]
+    kw = dict(cfg.benchmark_kwargs)
     if cfg.benchmark == "synthetic":
-        return cls(n_entities=cfg.n_entities, forget_fraction=cfg.forget_fraction, seed=0)
-    return cls(forget_fraction=cfg.forget_fraction)
+        kw.setdefault("n_entities", cfg.n_entities)
+        kw.setdefault("seed", 0)
+    kw.setdefault("forget_fraction", cfg.forget_fraction)
+    if getattr(cls, "needs_model", False):
+        kw.update(model=model, tokenizer=tokenizer, progress=progress)
+    return cls(**kw)
+
+
+def build(cfg: UnlearnConfig, progress: bool = True, benchmark: Optional[Benchmark] = None, model=None):
+    """``(benchmark, model)`` for ``cfg`` in the order their dependencies need: the tiny model
+    is pretrained on the benchmark, while a model-verified benchmark (``needs_model``) is built
+    against its reference model when that is the model being unlearned (``cfg.model ==
+    cls.reference_model``, e.g. RealFacts on "smollm2"); otherwise it loads the reference itself,
+    so facts are always verified against the original, never against an unlearned checkpoint."""
+    cls = BENCHMARKS[cfg.benchmark]
+    if benchmark is None and getattr(cls, "needs_model", False) and model is None \
+            and cfg.model == getattr(cls, "reference_model", None):
+        try:
+            model, tok = NAMED_MODELS[cfg.model]()
+        except ModelLoadError as e:
+            raise ConfigError(str(e)) from None
+        return build_benchmark(cfg, model, tok, progress), model
+    if benchmark is None:
+        try:
+            benchmark = build_benchmark(cfg, progress=progress)
+        except ModelLoadError as e:
+            raise ConfigError(str(e)) from None
+    if model is None:
+        model = build_model(cfg, benchmark, progress)
+    return benchmark, model
 
 
 def build_model(cfg: UnlearnConfig, benchmark: Benchmark, progress: bool = True):
@@ -163,8 +214,7 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
         raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite or choose a new --out")
     import optimizers
 
-    bench = benchmark if benchmark is not None else build_benchmark(cfg)
-    model = model if model is not None else build_model(cfg, bench, progress)
+    bench, model = build(cfg, progress, benchmark, model)
     before = bench.evaluate(model) if evaluate_before else {}
     objective = make_objective(cfg.objective, **cfg.objective_kwargs)
     params = trainable_parameters(model, cfg.params)

@@ -318,6 +318,9 @@ class RealFacts(Benchmark):
     """
 
     name = "smollm2-facts"
+    #: built against a model (facts are verified on it); the study passes its base model
+    needs_model = True
+    reference_model = "smollm2"
     eos_after_answer = False
     max_new_tokens = 16
     #: short system message: the template's default one is ~20 tokens, a third of every sequence

@@ -40,6 +40,17 @@ BAD = [
     ({"seeds": [0, 0]}, ["duplicates"]),
     ({"seeds": "0"}, ["seeds must be a list"]),
     ({"colour": "red"}, ["'colour'", "allowed"]),
+    # real-model settings (configs/smollm2.yaml)
+    ({"optimizers": [{**OPT, "params": "no_such_block"}]}, ["'no_such_block'", "matches no parameter"]),
+    ({"optimizers": [{**OPT, "params": "mlp[("}]}, ["'mlp[('", "regular expression"]),
+    ({"optimizers": [{**OPT, "retain_floor": 1.5}]}, ["retain_floor", "1.5"]),
+    ({"retain_floor": -0.2}, ["retain_floor", "-0.2", "0.75"]),
+    ({"benchmark_kwargs": {"n_forgett": 8}}, ["'n_forgett'", "allowed"]),
+    ({"benchmark_kwargs": [8]}, ["benchmark_kwargs must be a mapping"]),
+    ({"threads": 0}, ["threads", "0"]),
+    ({"attacks": [{"kind": "gguf", "types": "Q4_K"}]}, ["'Q4_K'", "Q4_1", "K-quants"]),
+    ({"attacks": [{"kind": "gguf", "types": {"model.embed_tokens.weight": "Q3"}}]}, ["'Q3'", "Q8_0"]),
+    ({"attacks": [{"kind": "gguf"}]}, ["types 'source'", "GGUF", "types: Q4_1"]),
 ]
 
 

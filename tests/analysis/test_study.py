@@ -125,3 +125,55 @@ def test_demo_config_is_valid_and_yaml_matches_embedded():
     assert {o.name for o in cfg.optimizers} == {"zo-sgd", "adazo", "signsgd", "signadam", "adam", "soul",
                                                 "hybrid", "adam+gru"}
     assert len(cfg.seeds) == 3 and set(cfg.objectives) == {"npo", "graddiff"}
+
+
+def test_params_subset_guard_and_gguf_attack(tmp_path, small_bench, small_model, snapshot):
+    """Real-model settings on the tiny model: an optimizer moving only `params`, the retain guard
+    (floor 1.0 with an untrained model: stopped at the first check although forget_acc is at the
+    target, since the guard comes first; reported as not matched), and
+    the GGUF re-export attack with one chosen type.  Relearning after a subset run still trains
+    the whole model (the study unfreezes it)."""
+    before = snapshot(small_model)
+    d = _DICT[0](target=0.0, retain_floor=1.0, reference=False,
+                 optimizers=[{"name": "adam", "lr": 1.0e-3, "steps": 4, "params": r"mlp\.down_proj"},
+                             {"name": "signadam", "lr": 1.0e-3, "steps": 4, "retain_floor": 0.0}],
+                 attacks=[{"kind": "gguf", "label": "q8", "types": "Q8_0"},
+                          {"kind": "relearn", "label": "rl", "steps": 2, "lr": 1.0e-3}])
+    r = run_study(StudyConfig.from_dict(d), tmp_path, progress=False, base=small_model, benchmark=small_bench)
+    res = r.results
+    runs = res.drop_duplicates("run_id").set_index("optimizer")
+    assert runs.loc["adam", "stop_reason"] == "retain-guard" and runs.loc["adam", "steps"] == 2
+    assert runs.loc["adam", "params"] == r"mlp\.down_proj" and runs.loc["adam", "retain_floor"] == 1.0
+    assert runs.loc["signadam", "stop_reason"] == "target" and runs.loc["signadam", "retain_floor"] == 0.0
+    assert r.capped == ["graddiff__adam__s0"]
+    import json
+
+    checks = json.loads(runs.loc["adam", "checks"])
+    assert [c[0] for c in checks] == [2] and checks[0][2] < 1.0
+    assert set(res["attack"]) == {"none", "q8", "rl"} and set(res[res["attack"] == "q8"]["attack_types"]) == {"Q8_0"}
+    # the subset run moved down_proj only: update norm of attention is 0
+    w = res[(res["optimizer"] == "adam") & (res["metric"] == "diag_update_norm[attention]")]
+    assert float(w["value"].iloc[0]) == 0.0
+    after = snapshot(small_model)
+    assert all((before[k] == after[k]).all() for k in before), "the base model was modified"
+    assert all(p.requires_grad for p in small_model.parameters())
+    assert "not matched" in (tmp_path / "report.md").read_text() or "capped" in (tmp_path / "report.md").read_text()
+
+
+def test_relearn_trains_every_parameter_even_if_frozen(small_bench, small_model):
+    import copy
+
+    from analysis.attacks import relearn
+
+    m = copy.deepcopy(small_model)
+    for n, p in m.named_parameters():
+        p.requires_grad_("down_proj" in n)
+    out = relearn(m, small_bench, steps=2, lr=1e-2)
+    moved = {n for (n, a), (_, b) in zip(m.named_parameters(), out.named_parameters()) if not torch_equal(a, b)}
+    assert any("q_proj" in n for n in moved) and any("down_proj" in n for n in moved)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a.detach(), b.detach())
