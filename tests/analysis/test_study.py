@@ -177,3 +177,30 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a.detach(), b.detach())
+
+
+def test_smollm2_config_is_valid_and_yaml_matches_embedded():
+    """configs/smollm2.yaml parses, validates (without loading the model) and equals the copy
+    embedded for installs without the repository."""
+    from pathlib import Path
+
+    from analysis.config import load_config
+    from analysis.demo import SMOLLM2, SMOLLM2_QUICK, demo_config
+
+    p = Path(__file__).resolve().parents[2] / "configs" / "smollm2.yaml"
+    assert load_config(p).to_dict() == StudyConfig.from_dict(SMOLLM2).to_dict()
+    cfg = demo_config(model="smollm2")
+    cfg.validate()
+    StudyConfig.from_dict(SMOLLM2_QUICK).validate()
+    assert cfg.model == "smollm2" and cfg.benchmark == "smollm2-facts"
+    assert {a.kind for a in cfg.attacks} == {"gguf", "quantize", "relearn"}
+    assert {o.name for o in cfg.optimizers} >= {"adam", "signadam", "hybrid", "zo-sgd"}
+    assert cfg.retain_floor is not None
+
+
+def test_demo_unknown_model_is_refused(capsys):
+    from analysis import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--model", "llama-70b"])
+    assert "llama-70b" in capsys.readouterr().err

@@ -48,3 +48,11 @@ def facts(smollm2):
 
     model, tok = smollm2
     return RealFacts(model, tok, n_forget=4, n_retain=16, seed=0, per_topic=PER_TOPIC)
+
+
+@pytest.fixture
+def snapshot_weights():
+    def snap(model):
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    return snap
