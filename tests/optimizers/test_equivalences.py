@@ -1,7 +1,6 @@
 """Closed forms and equivalences: compressed transforms, second-order updates, SAM, FO-RS,
 the hybrid's schedule."""
 
-import pytest
 import torch
 
 import optimizers

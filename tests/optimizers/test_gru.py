@@ -1,6 +1,5 @@
 """GRU's projection against hand-computed cases and a property test; the wrapper's EMA."""
 
-import math
 
 import pytest
 import torch

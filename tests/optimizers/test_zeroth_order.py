@@ -1,7 +1,6 @@
 """The ZO estimator against the gradient of the smoothed loss, forward gradients against the
 exact directional derivative, and the fused/exact code paths against each other."""
 
-import math
 
 import pytest
 import torch

@@ -49,3 +49,22 @@ def test_quick_smollm2_study(smollm2, facts, tmp_path, snapshot_weights):
     text, readme = bench.render(comp), bench.render_readme(comp)
     assert "| original |" in text and "| adam |" in readme and "forget after gguf" in readme
     assert bench.reading(comp)
+
+
+def test_build_smollm2_run_from_config():
+    """`optigrade unlearn --model smollm2 --benchmark smollm2-facts --bench-arg ...` builds the
+    benchmark against the model it unlearns; a split the verified facts cannot fill is a
+    ConfigError naming the counts, raised before any unlearning."""
+    import pytest
+
+    from unlearning.run import ConfigError, UnlearnConfig, build
+
+    cfg = UnlearnConfig(model="smollm2", benchmark="smollm2-facts",
+                        benchmark_kwargs={"n_forget": 4, "n_retain": 16, "per_topic": 6}).validate()
+    bench, model = build(cfg, progress=False)
+    assert len(bench.splits["forget"]) == 4 and len(bench.splits["retain"]) == 16
+    assert getattr(model, "gguf_types", None) is not None
+    bad = UnlearnConfig(model="smollm2", benchmark="smollm2-facts",
+                        benchmark_kwargs={"n_forget": 500, "per_topic": 6}).validate()
+    with pytest.raises(ConfigError, match="verified"):
+        build(bad, progress=False)

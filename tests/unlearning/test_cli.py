@@ -43,6 +43,9 @@ BAD = [
     (["--opt-arg", "mu"], "KEY=VALUE"),
     (["--optimizer", "zo-sgd", "--opt-arg", "mu=-1"], "mu"),
     (["--out", "NONEMPTY"], "exists and is not empty"),
+    (["--retain-floor", "2"], "retain_floor must be in [0, 1], got 2.0"),
+    (["--bench-arg", "n_forget"], "KEY=VALUE"),
+    (["--bench-arg", "n_forgett=8"], "['n_forgett'] not accepted by benchmark 'synthetic'"),
 ]
 
 
@@ -57,7 +60,7 @@ def test_bad_unlearn_input(extra, msg, tmp_path, nonempty, not_a_model, capsys, 
     extra = [str(not_a_model) if x == "NOTMODEL" else str(nonempty) if x == "NONEMPTY" else x for x in extra]
     args = ["unlearn", "--out", str(tmp_path / "out")] + extra
     if "--optimizer" in extra and "zo-sgd" in extra:
-        monkeypatch.setattr(run_mod, "build_benchmark", lambda cfg: (_ for _ in ()).throw(AssertionError()))
+        monkeypatch.setattr(run_mod, "build_benchmark", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
     code, out, err = run(args, capsys)
     assert code == 2, (out, err)
     assert msg in err
