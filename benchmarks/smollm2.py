@@ -83,9 +83,13 @@ def compact(results, cfg, seconds: float) -> dict:
                      "cap": int(first["step_cap"]), "eval_every": int(first["eval_every"]),
                      "steps": int(first["steps"]), "stop": first["stop_reason"],
                      "checks": json.loads(first.get("checks", "[]") or "[]"),
-                     "seconds": float(first["unlearn_seconds"]), "metrics": m})
+                     "seconds": float(first["unlearn_seconds"]),
+                     "run_seconds": float(first["run_seconds"]) if "run_seconds" in df else None, "metrics": m})
+    per_run = [r["run_seconds"] for r in runs]
+    total = sum(per_run) if all(x is not None for x in per_run) else seconds
     return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "study_minutes": round(seconds / 60, 2),
+            "transformers": transformers.__version__, "study_minutes": round(total / 60, 2),
+            "invocation_minutes": round(seconds / 60, 2),
             "config": cfg.to_dict(), "attacks": [a.key for a in cfg.attacks], "runs": runs, "times": []}
 
 
@@ -230,7 +234,9 @@ def reading(res: dict) -> List[str]:
     else:
         out.append(f"At matched forgetting (forget match ≤ {target} of {n} facts): "
                    + "; ".join(f"{_label(r)} (grade {_grade(r)}) in {r['steps']} steps, retain "
-                               f"{_g(r, 'none', 'retain_acc'):.3f}" for r in matched) + ".")
+                               f"{_g(r, 'none', 'retain_acc'):.3f}, general perplexity "
+                               f"{_g(r, 'none', 'general_ppl'):.3g}" for r in matched)
+                   + f" (original {_g(ref, 'none', 'general_ppl'):.3g}).")
         if gg:
             parts = [f"{_label(r)} {_g(r, 'none', 'forget_acc'):.3f} → {_g(r, gg, 'forget_acc'):.3f} "
                      f"({100 * _survives(r, ref, gg):.0f}% of the forgetting survives, "
@@ -254,6 +260,18 @@ def reading(res: dict) -> List[str]:
             elif len(matched) > 1:
                 out.append("Every matched run ends at the same forget match after the re-export: no difference "
                            "by grade.")
+            keep = max(matched, key=lambda r: _survives(r, ref, gg))
+            others = [r for r in matched if r is not keep]
+            if others and _survives(keep, ref, gg) > max(_survives(r, ref, gg) for r in others):
+                nk = _g(keep, "weights", "diag_update_norm")
+                no = sorted(_g(r, "weights", "diag_update_norm") for r in others)
+                med = no[len(no) // 2]
+                if nk == nk and med > 0:
+                    big = "the largest" if nk >= max(no) else "not the largest"
+                    out.append(f"The update whose forgetting survives best is also {big}: ‖θ − θ₀‖ = {nk:.3g} for "
+                               f"{_label(keep)} against {', '.join(f'{x:.3g}' for x in no)} for the others "
+                               f"({nk / med:.0f}× their median), so how far it moved (with its perplexity cost) may "
+                               "explain its robustness as much as its grade.")
         if rl:
             parts = [f"{_label(r)} {_g(r, 'none (B)', 'forget_acc'):.2f} → {_g(r, rl + ' (B)', 'forget_acc'):.2f}"
                      for r in matched]
@@ -296,6 +314,7 @@ def _table(res: dict, full: bool) -> List[str]:
     cols += [f"forget after {r8}"] if r8 and full else []
     cols += [f"half B before → after {rl}"] if rl else []
     cols += ["GGUF bin crossing"] if gg else []
+    cols += ["‖Δθ‖"]
     if full:
         cols += ["unlearn s"]
     L = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i in (0, 1, 3) else "---:" for i in range(len(cols))) + "|"]
@@ -315,6 +334,7 @@ def _table(res: dict, full: bool) -> List[str]:
             row += [f"{_f(_g(r, 'none (B)', 'forget_acc'), 2)} → {_f(_g(r, rl + ' (B)', 'forget_acc'), 2)}"]
         if gg:
             row += ["" if orig else _f(_g(r, "weights", "diag_gguf_bin_crossing"))]
+        row += ["" if orig else f"{_g(r, 'weights', 'diag_update_norm'):.3g}"]
         if full:
             row += ["" if orig else f"{r['seconds']:.0f}"]
         L.append("| " + " | ".join(row) + " |")
@@ -345,10 +365,10 @@ def _setup(res: dict) -> str:
 
 
 def _run_line(res: dict) -> str:
-    total = res["study_minutes"] + res.get("timing_minutes", 0.0)
     return (f"Run: `python benchmarks/smollm2.py` (the study is `optigrade demo --model smollm2`) · {res['date']} · "
             f"{res['machine']}, 2 shared CPU cores, torch {res['torch']}, transformers {res['transformers']} · "
-            f"study {res['study_minutes']:.1f} min, total {total:.1f} min.")
+            f"study {res['study_minutes']:.1f} min (sum over its runs, model loading excluded), timings "
+            f"{res.get('timing_minutes', 0.0):.1f} min.")
 
 
 def render(res: dict) -> str:

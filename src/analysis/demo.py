@@ -94,6 +94,8 @@ SMOLLM2 = {
         {"name": "zo-sgd", "label": "zo-sgd (down_proj L24-29)", "lr": 2.0e-3, "steps": 60, "eval_every": 4,
          "params": r"layers\.(2[4-9])\.mlp\.down_proj",
          "optimizer_kwargs": {"mu": 1.0e-3, "q": 4, "dist": "rademacher"}},
+        {"name": "adam", "label": "adam (down_proj L24-29)", "lr": 1.0e-4, "steps": 30,
+         "params": r"layers\.(2[4-9])\.mlp\.down_proj"},
     ],
     "attacks": [
         {"kind": "gguf", "label": "gguf", "types": "source"},

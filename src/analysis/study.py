@@ -215,6 +215,7 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
 # ----------------------------------------------------------------------------- one run
 def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
              progress: bool) -> pd.DataFrame:
+    t0 = time.perf_counter()
     grade, family = _grades().get(opt.name, (float("nan"), ""))
     kw = _optimizer_kwargs(opt.name, opt.optimizer_kwargs, seed)
     ucfg = cfg.unlearn_config(objective, opt, seed, optimizer_kwargs=kw)
@@ -248,7 +249,9 @@ def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, ba
             rows += _metric_rows({**common, **_attack_columns(None)},
                                  {"diag_gguf_bin_crossing": bc.fraction, "diag_changed_any": bc.changed_any},
                                  "weights")
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["run_seconds"] = time.perf_counter() - t0  # unlearning + attacks + diagnostics (not reproducible)
+    return df
 
 
 def _unlearn(ucfg, bench, model, progress):
@@ -268,7 +271,10 @@ def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -
               "optimizer_kwargs": "{}", "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
               "stop_reason": "none", "reached_target": False, "params": "", "retain_floor": float("nan"),
               "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0}
-    return pd.DataFrame(_attack_all(cfg, base, bench, seed, common, progress))
+    t0 = time.perf_counter()
+    df = pd.DataFrame(_attack_all(cfg, base, bench, seed, common, progress))
+    df["run_seconds"] = time.perf_counter() - t0
+    return df
 
 
 # ----------------------------------------------------------------------------- the study

@@ -8,7 +8,7 @@ import pytest
 from analysis.config import StudyConfig
 from analysis.study import run_study
 
-VOLATILE = ["unlearn_seconds"]
+VOLATILE = ["unlearn_seconds", "run_seconds"]
 _DICT = []
 
 
