@@ -85,6 +85,13 @@ def compact(results, cfg, seconds: float) -> dict:
                      "checks": json.loads(first.get("checks", "[]") or "[]"),
                      "seconds": float(first["unlearn_seconds"]),
                      "run_seconds": float(first["run_seconds"]) if "run_seconds" in df else None, "metrics": m})
+    multi = len({r["seed"] for r in runs if r["optimizer"] != "original"}) > 1
+    for r in runs:
+        r["multi_seed"] = multi
+    first = {}
+    for r in runs:
+        first.setdefault(r["optimizer"], len(first))
+    runs.sort(key=lambda r: (r["optimizer"] != "original", first[r["optimizer"]], r["seed"]))
     per_run = [r["run_seconds"] for r in runs]
     total = sum(per_run) if all(x is not None for x in per_run) else seconds
     return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "torch": torch.__version__,
@@ -197,7 +204,8 @@ def _collapsed(r: dict, ref: dict) -> bool:
 
 def _label(r: dict) -> str:
     extra = f" /{r['params']}/" if r.get("params") and r["optimizer"] == r["name"] else ""
-    return f"{r['optimizer']}{extra}"
+    seed = f" s{r['seed']}" if r.get("multi_seed") and r["optimizer"] != "original" else ""
+    return f"{r['optimizer']}{extra}{seed}"
 
 
 def _grade(r: dict) -> str:

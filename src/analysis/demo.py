@@ -77,7 +77,7 @@ SMOLLM2 = {
     "benchmark": "smollm2-facts",
     "benchmark_kwargs": {"n_forget": 8, "n_retain": 16, "seed": 0},
     "objectives": ["npo"],
-    "seeds": [0],
+    "seeds": [0, 1],
     "target": 0.25,
     "eval_every": 2,
     "batch_size": 4,
@@ -110,6 +110,7 @@ SMOLLM2 = {
 SMOLLM2_QUICK = {
     **SMOLLM2,
     "name": "smollm2-quick",
+    "seeds": [0],
     "benchmark_kwargs": {"n_forget": 4, "n_retain": 16, "seed": 0, "per_topic": 6},
     "target": 0.5,
     "eval_every": 1,
