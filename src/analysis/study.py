@@ -297,10 +297,7 @@ def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):
     cfg.validate()
     ucfg = UnlearnConfig(model=cfg.model, benchmark=cfg.benchmark, n_entities=cfg.n_entities,
                          forget_fraction=cfg.forget_fraction, benchmark_kwargs=dict(cfg.benchmark_kwargs))
-    try:
-        bench, base = build(ucfg, progress, benchmark, base)
-    except ValueError as e:  # e.g. too few verified facts for the requested split
-        raise ConfigError(str(e)) from None
+    bench, base = build(ucfg, progress, benchmark, base)  # ConfigError for a split too large, a missing package
     cfg.validate(model=base)
     return base, bench
 
