@@ -35,8 +35,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m "not slow and not real"
 
 bench: $(STAMP)
-	$(PY) benchmarks/optimizers.py
-	$(PY) benchmarks/landscape.py
+	$(PY) benchmarks/bench_optimizers.py
+	$(PY) benchmarks/bench_landscape.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,14 +11,14 @@ os.environ.setdefault("OPTIGRADE_CACHE", str(Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def bench():
-    from unlearning import SyntheticFacts
+    from optigrade.unlearning import SyntheticFacts
 
     return SyntheticFacts()
 
 
 @pytest.fixture(scope="session")
 def pretrained(bench):
-    from unlearning import pretrained_tiny
+    from optigrade.unlearning import pretrained_tiny
 
     model, path = pretrained_tiny(bench, progress=False)
     return model, path

@@ -8,14 +8,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def small_bench():
-    from unlearning import SyntheticFacts
+    from optigrade.unlearning import SyntheticFacts
 
     return SyntheticFacts(n_entities=40)
 
 
 @pytest.fixture(scope="session")
 def small_model(small_bench):
-    from unlearning import TinyConfig, tiny_llama
+    from optigrade.unlearning import TinyConfig, tiny_llama
 
     cfg = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     return tiny_llama(len(small_bench.tokenizer), cfg, seed=0, tokenizer=small_bench.tokenizer)

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from analysis.attacks import quantize_rtn, quantize_tensor, relearn, weight_noise, forget_halves
+from optigrade.analysis.attacks import quantize_rtn, quantize_tensor, relearn, weight_noise, forget_halves
 
 
 class Lin(torch.nn.Module):

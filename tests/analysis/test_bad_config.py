@@ -2,9 +2,9 @@
 
 import pytest
 
-from analysis.config import StudyConfig
-from analysis.study import run_study
-from unlearning.run import ConfigError
+from optigrade.analysis.config import StudyConfig
+from optigrade.analysis.study import run_study
+from optigrade.unlearning.run import ConfigError
 
 OPT = {"name": "adam", "lr": 1.0e-3, "steps": 10}
 BAD = [
@@ -56,7 +56,7 @@ BAD = [
 
 @pytest.mark.parametrize("over,words", BAD, ids=[str(i) for i in range(len(BAD))])
 def test_bad_config_refused_before_any_run(over, words, study_dict, tmp_path, small_bench, small_model, monkeypatch):
-    import analysis.study as st
+    import optigrade.analysis.study as st
 
     def boom(*a, **k):
         raise AssertionError("a run started before validation finished")

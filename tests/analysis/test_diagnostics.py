@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from analysis.attacks import quant_step, target_weights
-from analysis.diagnostics import bin_crossing, diagnose, update_norms
+from optigrade.analysis.attacks import quant_step, target_weights
+from optigrade.analysis.diagnostics import bin_crossing, diagnose, update_norms
 
 
 @pytest.mark.parametrize("bits,group,sym", [(4, None, True), (8, None, True), (4, 16, True), (3, None, False)])

@@ -5,8 +5,8 @@ import os
 import pandas as pd
 import pytest
 
-from analysis.config import StudyConfig
-from analysis.study import run_study
+from optigrade.analysis.config import StudyConfig
+from optigrade.analysis.study import run_study
 
 VOLATILE = ["unlearn_seconds", "run_seconds"]
 _DICT = []
@@ -71,7 +71,7 @@ def test_resume_recomputes_only_missing(tmp_path, small_bench, small_model):
     r3 = _run(out, small_bench, small_model, seeds=[0, 1], target=0.05)
     assert len(r3.computed) == 3
     # without --resume an existing study is refused
-    from unlearning.run import ConfigError
+    from optigrade.unlearning.run import ConfigError
 
     with pytest.raises(ConfigError, match="--resume"):
         run_study(StudyConfig.from_dict(_DICT[0]()), out, progress=False, base=small_model,
@@ -81,7 +81,7 @@ def test_resume_recomputes_only_missing(tmp_path, small_bench, small_model):
 def test_cli_study_and_report(tmp_path, small_bench, small_model, capsys, monkeypatch):
     import yaml
 
-    from analysis import cli
+    from optigrade import cli
 
     out = tmp_path / "c"
     _run(out, small_bench, small_model)
@@ -97,7 +97,7 @@ def test_cli_study_and_report(tmp_path, small_bench, small_model, capsys, monkey
 
 
 def test_readme_tables_replaces_only_block(tmp_path, small_bench, small_model):
-    from analysis.readme_tables import update_readme
+    from optigrade.analysis.readme_tables import update_readme
 
     out = tmp_path / "r"
     _run(out, small_bench, small_model)
@@ -112,16 +112,15 @@ def test_readme_tables_replaces_only_block(tmp_path, small_bench, small_model):
         update_readme(out, readme)
 
 
-def test_demo_config_is_valid_and_yaml_matches_embedded():
-    from pathlib import Path
-
-    from analysis.config import load_config
-    from analysis.demo import DEMO, demo_config
+def test_demo_config_is_packaged_and_valid():
+    from optigrade.analysis.config import load_config
+    from optigrade.demo import config_path, demo_config
 
     cfg = demo_config()
     cfg.validate()
-    p = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    assert load_config(p).to_dict() == StudyConfig.from_dict(DEMO).to_dict()
+    assert load_config(config_path("demo.yaml")).to_dict() == cfg.to_dict()
+    quick = demo_config(quick=True).validate()
+    assert [o.name for o in quick.optimizers] == ["adam"] and quick.seeds == [0]
     assert {o.name for o in cfg.optimizers} == {"zo-sgd", "adazo", "signsgd", "signadam", "adam", "soul",
                                                 "hybrid", "adam+gru"}
     assert len(cfg.seeds) == 3 and set(cfg.objectives) == {"npo", "graddiff"}
@@ -163,7 +162,7 @@ def test_params_subset_guard_and_gguf_attack(tmp_path, small_bench, small_model,
 def test_relearn_trains_every_parameter_even_if_frozen(small_bench, small_model):
     import copy
 
-    from analysis.attacks import relearn
+    from optigrade.analysis.attacks import relearn
 
     m = copy.deepcopy(small_model)
     for n, p in m.named_parameters():
@@ -179,19 +178,14 @@ def torch_equal(a, b):
     return torch.equal(a.detach(), b.detach())
 
 
-def test_smollm2_config_is_valid_and_yaml_matches_embedded():
-    """configs/smollm2.yaml parses, validates (without loading the model) and equals the copy
-    embedded for installs without the repository."""
-    from pathlib import Path
+def test_smollm2_config_is_valid():
+    """The packaged configs/smollm2.yaml (and its quick version) parse and validate without
+    loading the model."""
+    from optigrade.demo import demo_config
 
-    from analysis.config import load_config
-    from analysis.demo import SMOLLM2, SMOLLM2_QUICK, demo_config
-
-    p = Path(__file__).resolve().parents[2] / "configs" / "smollm2.yaml"
-    assert load_config(p).to_dict() == StudyConfig.from_dict(SMOLLM2).to_dict()
     cfg = demo_config(model="smollm2")
     cfg.validate()
-    StudyConfig.from_dict(SMOLLM2_QUICK).validate()
+    demo_config(quick=True, model="smollm2").validate()
     assert cfg.model == "smollm2" and cfg.benchmark == "smollm2-facts"
     assert {a.kind for a in cfg.attacks} == {"gguf", "quantize", "relearn"}
     assert {o.name for o in cfg.optimizers} >= {"adam", "signadam", "hybrid", "zo-sgd"}
@@ -199,7 +193,7 @@ def test_smollm2_config_is_valid_and_yaml_matches_embedded():
 
 
 def test_demo_unknown_model_is_refused(capsys):
-    from analysis import cli
+    from optigrade import cli
 
     with pytest.raises(SystemExit):
         cli.main(["demo", "--model", "llama-70b"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from landscape import Probe
+from optigrade.landscape import Probe
 
 
 def tiny_llama(seed=0, hidden=8, vocab=16, inter=16, layers=1, attn="eager"):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import landscape as ls
-from landscape import Probe
+from optigrade import landscape as ls
+from optigrade.landscape import Probe
 
 from conftest import MLP, mlp_batches, mlp_loss
 

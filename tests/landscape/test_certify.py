@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-import landscape as ls
-from landscape.certify import bernstein_upper, hoeffding_upper
+from optigrade import landscape as ls
+from optigrade.landscape.certify import bernstein_upper, hoeffding_upper
 
 from conftest import MLP, mlp_batches, mlp_loss
 

@@ -4,8 +4,8 @@ import importlib.util
 
 import torch
 
-import landscape as ls
-from landscape import Probe
+from optigrade import landscape as ls
+from optigrade.landscape import Probe
 
 from conftest import lm_batches, tiny_llama
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-import landscape as ls
-from landscape import Probe
+from optigrade import landscape as ls
+from optigrade.landscape import Probe
 
 
 class Quadratic(torch.nn.Module):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import landscape as ls
-from landscape import Probe
-from landscape.slices import _flat_of
+from optigrade import landscape as ls
+from optigrade.landscape import Probe
+from optigrade.landscape.slices import _flat_of
 
 from conftest import MLP, lm_batches, mlp_batches, mlp_loss, tiny_llama
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import landscape as ls
+from optigrade import landscape as ls
 
 
 _EIG = {}

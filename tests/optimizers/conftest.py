@@ -6,11 +6,7 @@ import sys
 import pytest
 import torch
 
-_SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-if _SRC not in sys.path:
-    sys.path.insert(0, os.path.abspath(_SRC))
-
-import optimizers  # noqa: E402
+from optigrade import optimizers
 
 
 class Quadratic:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import optimizers
+from optigrade import optimizers
 from conftest import Quadratic, TinyLM
 
 NAMES = [i.name for i in optimizers.available(gru=True)]

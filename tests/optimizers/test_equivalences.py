@@ -3,10 +3,10 @@ the hybrid's schedule."""
 
 import torch
 
-import optimizers
-from optimizers import (HybridFOZO, SignAdam, SignSGD, Signum, hutchinson_diagonal, hybrid_steps,
+from optigrade import optimizers
+from optigrade.optimizers import (HybridFOZO, SignAdam, SignSGD, Signum, hutchinson_diagonal, hybrid_steps,
                         quantize_tensor)
-from optimizers import transforms as T
+from optigrade.optimizers import transforms as T
 from conftest import Quadratic, TinyLM
 
 

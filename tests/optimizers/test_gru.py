@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import optimizers
-from optimizers import GRU, gru_project
+from optigrade import optimizers
+from optigrade.optimizers import GRU, gru_project
 
 
 def T(*x):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import optimizers
-from optimizers import measure_drift, perturbed, zo_estimate
-from optimizers.perturbation import mix_seed
+from optigrade import optimizers
+from optigrade.optimizers import measure_drift, perturbed, zo_estimate
+from optigrade.optimizers.perturbation import mix_seed
 from conftest import TinyLM
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-import optimizers
-from optimizers import available, make, register
+from optigrade import optimizers
+from optigrade.optimizers import available, make, register
 
 REQUIRED = ["zo-sgd", "zo-sgd-momentum", "zo-adam", "adazo", "zo-sign", "zo-conservative",
             "forward-grad", "signsgd", "signum", "signadam", "lion", "sgd", "adam", "adamw",
@@ -75,7 +75,7 @@ def test_register_custom():
         assert ("my-sgd", 1.0, "test") in available()
         assert isinstance(make("my-sgd", _w(), lr=0.1), MySGD)
     finally:
-        from optimizers import registry
+        from optigrade.optimizers import registry
         registry._REGISTRY.pop("my-sgd")
 
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-import optimizers
+from optigrade import optimizers
 
 NAMES = [i.name for i in optimizers.available(gru=True)]
 EXTRA = {"hybrid": dict(n_fo=2, n_zo=2), "sophia-h": dict(k=2), "sophia-g": dict(k=2)}

@@ -4,8 +4,8 @@ allowed range and a fix."""
 import pytest
 import torch
 
-import optimizers
-from optimizers import measure_drift
+from optigrade import optimizers
+from optigrade.optimizers import measure_drift
 
 BAD = [
     ("zo-sgd", dict(mu=0.0), "mu must be > 0, got 0.0"),

@@ -5,9 +5,9 @@ exact directional derivative, and the fused/exact code paths against each other.
 import pytest
 import torch
 
-import optimizers
-from optimizers import ZOSGD, ForwardGrad, directional_derivative
-from optimizers.perturbation import direction_tensor, mix_seed
+from optigrade import optimizers
+from optigrade.optimizers import ZOSGD, ForwardGrad, directional_derivative
+from optigrade.optimizers.perturbation import direction_tensor, mix_seed
 from conftest import Quadratic, TinyLM
 
 

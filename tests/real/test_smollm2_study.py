@@ -17,13 +17,13 @@ def _bench_module():
 
 
 def test_quick_smollm2_study(smollm2, facts, tmp_path, snapshot_weights):
-    from analysis.config import StudyConfig
-    from analysis.demo import SMOLLM2_QUICK
-    from analysis.study import run_study
+    from optigrade.analysis.config import StudyConfig
+    from optigrade.demo import demo_config
+    from optigrade.analysis.study import run_study
 
     model, _ = smollm2
     before = snapshot_weights(model)
-    cfg = StudyConfig.from_dict(SMOLLM2_QUICK)
+    cfg = demo_config(quick=True, model="smollm2")
     res = run_study(cfg, tmp_path, progress=False, base=model, benchmark=facts)
     r = res.results
     assert set(r["attack"]) == {"none", "gguf", "relearn-half"}
@@ -57,7 +57,7 @@ def test_build_smollm2_run_from_config():
     ConfigError naming the counts, raised before any unlearning."""
     import pytest
 
-    from unlearning.run import ConfigError, UnlearnConfig, build
+    from optigrade.unlearning.run import ConfigError, UnlearnConfig, build
 
     cfg = UnlearnConfig(model="smollm2", benchmark="smollm2-facts",
                         benchmark_kwargs={"n_forget": 4, "n_retain": 16, "per_topic": 6}).validate()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from unlearning import SyntheticFacts
-from unlearning.synthetic import ATTRIBUTES
+from optigrade.unlearning import SyntheticFacts
+from optigrade.unlearning.synthetic import ATTRIBUTES
 
 
 def test_sizes_and_split_by_entity(bench):
@@ -50,7 +50,7 @@ def test_labels_mask_the_prompt(bench):
 def test_greedy_match_equals_generate(bench, pretrained):
     """The teacher-forced exact match is the greedy-decoding exact match (checked with
     model.generate on examples the model gets right and wrong)."""
-    from unlearning.benchmark import answer_stats
+    from optigrade.unlearning.benchmark import answer_stats
 
     model = pretrained[0]
     tok = bench.tokenizer

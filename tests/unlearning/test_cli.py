@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from analysis.cli import main
+from optigrade.cli import main
 
 
 def run(args, capsys):
@@ -51,7 +51,7 @@ BAD = [
 
 @pytest.mark.parametrize("extra,msg", BAD)
 def test_bad_unlearn_input(extra, msg, tmp_path, nonempty, not_a_model, capsys, monkeypatch):
-    import unlearning.run as run_mod
+    import optigrade.unlearning.run as run_mod
 
     def no_work(*a, **k):
         raise AssertionError("work started before validation")

@@ -4,8 +4,8 @@ closure contract and moves the weights, without the loop knowing its grade."""
 import pytest
 import torch
 
-import optimizers
-from unlearning import NPO, GradDiff, unlearn
+from optigrade import optimizers
+from optigrade.unlearning import NPO, GradDiff, unlearn
 
 NAMES = [i.name for i in optimizers.available(gru=True)]
 

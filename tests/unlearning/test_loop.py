@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-import optimizers
-from unlearning import GradDiff, UnlearnConfig, load, run_unlearn, unlearn
+from optigrade import optimizers
+from optigrade.unlearning import GradDiff, UnlearnConfig, load, run_unlearn, unlearn
 
 
 def test_adam_graddiff_reaches_target_keeping_retain(bench, tiny_model):
@@ -72,7 +72,7 @@ def test_checkpoint_layout_and_manifest(bench, pretrained, tmp_path):
 
 
 def test_nothing_half_written_on_failure(bench, pretrained, tmp_path, monkeypatch):
-    import unlearning.run as run_mod
+    import optigrade.unlearning.run as run_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -95,7 +95,7 @@ def test_retain_guard_stops_a_destructive_run(bench, tiny_model):
 
 
 def test_bad_retain_floor_is_refused():
-    from unlearning import ConfigError
+    from optigrade.unlearning import ConfigError
 
     with pytest.raises(ConfigError, match="retain_floor must be in"):
         UnlearnConfig(retain_floor=1.5).validate()

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from unlearning import GA, NPO, WGA, GradDiff, SimNPO, make_objective
-from unlearning.benchmark import IGNORE
+from optigrade.unlearning import GA, NPO, WGA, GradDiff, SimNPO, make_objective
+from optigrade.unlearning.benchmark import IGNORE
 
 
 class FixedLogits(torch.nn.Module):

@@ -1,8 +1,8 @@
 """optigrade.analysis: attacks, mechanism diagnostics, the grade × objective × attack study,
 reports and the ``optigrade`` CLI.
 
-    >>> from analysis import quantize_rtn, relearn, weight_noise, bin_crossing
-    >>> from analysis import StudyConfig, run_study, load_config    # doctest: +SKIP
+    >>> from optigrade.analysis import quantize_rtn, relearn, weight_noise, bin_crossing
+    >>> from optigrade.analysis import StudyConfig, run_study, load_config    # doctest: +SKIP
     >>> res = run_study(load_config("configs/demo.yaml"), "runs/demo")  # doctest: +SKIP
 """
 

@@ -1,7 +1,7 @@
 """optigrade.unlearning: benchmarks, models, objectives and the unlearn loop.
 
-    >>> from unlearning import SyntheticFacts, pretrained_tiny, NPO, unlearn
-    >>> import optimizers
+    >>> from optigrade.unlearning import SyntheticFacts, pretrained_tiny, NPO, unlearn
+    >>> from optigrade import optimizers
     >>> bench = SyntheticFacts()                       # the embedded default benchmark
     >>> model, _ = pretrained_tiny(bench)              # doctest: +SKIP (cached after first use)
     >>> opt = optimizers.make("adam", model.parameters(), lr=1e-3)  # doctest: +SKIP

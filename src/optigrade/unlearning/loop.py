@@ -25,7 +25,7 @@ from typing import Dict, Optional, Sequence
 import pandas as pd
 import torch
 
-from optimizers import Closure
+from optigrade.optimizers import Closure
 
 from .benchmark import IGNORE, Benchmark
 from .objectives import Objective, Reference, _logits, mean_nll

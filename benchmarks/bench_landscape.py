@@ -1,6 +1,6 @@
 """landscape benchmark: HVP cost per mode, eigenvalues vs pyhessian, 2-D slice throughput.
 
-    .venv/bin/python benchmarks/landscape.py            # writes the "## landscape" section
+    .venv/bin/python benchmarks/bench_landscape.py            # writes the "## landscape" section
                                                         # of benchmarks/RESULTS.md
 
 Model: a random tiny LlamaForCausalLM (eager attention), one batch; torch runs one intra-op
@@ -18,14 +18,10 @@ import time
 
 import sys
 
-# this file is named landscape.py: drop its own folder from the path so the package imports
-_here = pathlib.Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != _here]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import landscape as ls  # noqa: E402
+from optigrade import landscape as ls
 
 START, END = "<!-- landscape:start -->", "<!-- landscape:end -->"
 
@@ -143,7 +139,7 @@ def bench_slice(points):
 def report(hvp, eig, sl) -> str:
     n, t_grad, t_loss, rows = hvp
     lines = [START, "## landscape", "",
-             f"Run: `python benchmarks/landscape.py` on {platform.machine()}, torch "
+             f"Run: `python benchmarks/bench_landscape.py` on {platform.machine()}, torch "
              f"{torch.__version__}, 1 intra-op thread, fastest of N repetitions; random tiny Llama (hidden 64, 2 layers, "
              f"vocab 256, eager), one batch 4 × 64 tokens, {n} parameters.", "",
              f"### HVP cost per mode (fp32; gradient {t_grad * 1e3:.1f} ms, loss {t_loss * 1e3:.1f} ms)", "",

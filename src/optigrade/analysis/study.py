@@ -39,7 +39,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 import torch
 
-from unlearning.run import ConfigError
+from optigrade.unlearning.run import ConfigError
 
 from .attacks import forget_halves, half_view, quantize_rtn, relearn, weight_noise
 from .gguf import bin_crossing_gguf, requantize_gguf
@@ -125,7 +125,7 @@ def _optimizer_kwargs(name: str, kw: dict, seed: int) -> dict:
     """The user's kwargs plus ``seed`` for optimizers that draw random numbers (ZO
     directions, Hutchinson probes), so every seed of the study is a different, reproducible
     draw.  A ``seed`` given in the config wins."""
-    from optimizers.registry import _REGISTRY
+    from optigrade.optimizers.registry import _REGISTRY
 
     kw = copy.deepcopy(kw)
     base = name[: -len("+gru")] if name.endswith("+gru") else name
@@ -159,7 +159,7 @@ def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def _grades() -> Dict[str, tuple]:
-    import optimizers
+    from optigrade import optimizers
 
     return {i.name: (i.grade, i.family) for i in optimizers.available(gru=True)}
 
@@ -257,7 +257,7 @@ def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, ba
 def _unlearn(ucfg, bench, model, progress):
     """``run_unlearn`` without re-scoring the base model (the study scores it once) and without
     the full final evaluation (the attack pass scores the unattacked model itself)."""
-    from unlearning.run import run_unlearn
+    from optigrade.unlearning.run import run_unlearn
 
     return run_unlearn(ucfg, benchmark=bench, model=model, progress=progress, evaluate_before=False,
                        final_eval=False)
@@ -292,7 +292,7 @@ class StudyResult:
 def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):
     """Validate ``cfg`` (names, ranges, then group sizes against the model) and build the
     benchmark and base model.  Raises :class:`ConfigError` before any run starts."""
-    from unlearning.run import UnlearnConfig, build
+    from optigrade.unlearning.run import UnlearnConfig, build
 
     cfg.validate()
     ucfg = UnlearnConfig(model=cfg.model, benchmark=cfg.benchmark, n_entities=cfg.n_entities,
@@ -319,7 +319,7 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     """
     from tqdm.auto import tqdm
 
-    from unlearning._io import atomic_write_text
+    from optigrade.unlearning._io import atomic_write_text
     from .report import summarize, write_report
 
     out = Path(out)
@@ -385,11 +385,11 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     atomic_write_text(out / "results.csv", results.to_csv(index=False))
     _write_parquet_atomic(summary, out / "summary.parquet")
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    from unlearning.run import versions
+    from optigrade.unlearning.run import versions
 
     meta = {"name": cfg.name, "seconds": round(seconds, 1), "computed": computed, "skipped": skipped,
             "capped": capped, "threads": threads, "versions": versions()}
-    from unlearning._io import atomic_write_json
+    from optigrade.unlearning._io import atomic_write_json
 
     atomic_write_json(out / "study.json", meta)
     write_report(out, results, summary, cfg, meta)

@@ -61,7 +61,7 @@ class UnlearnConfig:
     optimizer_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "UnlearnConfig":
-        import optimizers
+        from optigrade import optimizers
 
         names = {i.name for i in optimizers.available(gru=True)}
         if self.optimizer not in names:
@@ -212,7 +212,7 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
     cfg.validate()
     if out is not None and dir_is_nonempty(Path(out)) and not overwrite:
         raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite or choose a new --out")
-    import optimizers
+    from optigrade import optimizers
 
     bench, model = build(cfg, progress, benchmark, model)
     before = bench.evaluate(model) if evaluate_before else {}

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from unlearning.run import ConfigError
+from optigrade.unlearning.run import ConfigError
 
 __all__ = ["OptimizerSpec", "AttackSpec", "DiagnosticsSpec", "StudyConfig", "load_config", "ATTACK_KINDS"]
 
@@ -204,7 +204,7 @@ class StudyConfig:
         """The :class:`~unlearning.run.UnlearnConfig` of one run (``over`` replaces fields)."""
         import re as _re
 
-        from unlearning.run import UnlearnConfig
+        from optigrade.unlearning.run import UnlearnConfig
 
         if opt.params is not None:
             try:
@@ -226,8 +226,8 @@ class StudyConfig:
     def validate(self, model=None) -> "StudyConfig":
         """Check everything that can be checked without running; with ``model`` also check
         quantizer group sizes against its ``nn.Linear`` row lengths."""
-        import optimizers
-        from unlearning.objectives import OBJECTIVES
+        from optigrade import optimizers
+        from optigrade.unlearning.objectives import OBJECTIVES
 
         names = sorted(i.name for i in optimizers.available(gru=True))
         if not self.optimizers:

@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser"]
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from unlearning.run import UnlearnConfig
+    from optigrade.unlearning.run import UnlearnConfig
 
     d = UnlearnConfig()
     p.add_argument("--objective", default=d.objective, help="ga | graddiff | npo | simnpo | wga")
@@ -99,7 +99,7 @@ def _parse_value(v: str):
 
 
 def _config_from_args(a):
-    from unlearning.run import UnlearnConfig, ConfigError
+    from optigrade.unlearning.run import UnlearnConfig, ConfigError
 
     def pairs(items, flag, example):
         out = {}
@@ -120,7 +120,7 @@ def _config_from_args(a):
 
 
 def _cmd_unlearn(a) -> int:
-    from unlearning.run import run_unlearn
+    from optigrade.unlearning.run import run_unlearn
 
     cfg = _config_from_args(a).validate()
     res = run_unlearn(cfg, out=a.out, overwrite=a.overwrite)
@@ -130,8 +130,8 @@ def _cmd_unlearn(a) -> int:
 
 
 def _cmd_evaluate(a) -> int:
-    from unlearning.models import load
-    from unlearning.run import BENCHMARKS, ConfigError, UnlearnConfig, build_benchmark
+    from optigrade.unlearning.models import load
+    from optigrade.unlearning.run import BENCHMARKS, ConfigError, UnlearnConfig, build_benchmark
 
     path = Path(a.checkpoint)
     if a.benchmark is not None and a.benchmark not in BENCHMARKS:
@@ -151,7 +151,7 @@ def _cmd_evaluate(a) -> int:
 
 
 def _cmd_optimizers(a) -> int:
-    import optimizers
+    from optigrade import optimizers
 
     print(f"{'name':<22} {'grade':>5}  family")
     for i in optimizers.available():
@@ -169,10 +169,10 @@ def _cmd_demo(a) -> int:
 
 
 def _cmd_study(a) -> int:
-    from .config import load_config
-    from .report import claim_sentences, markdown_summary
-    from .study import run_study
-    from unlearning.run import ConfigError
+    from .analysis.config import load_config
+    from .analysis.report import claim_sentences, markdown_summary
+    from .analysis.study import run_study
+    from optigrade.unlearning.run import ConfigError
 
     cfg = load_config(a.config)
     if a.threads is not None and a.threads < 1:
@@ -189,8 +189,8 @@ def _cmd_study(a) -> int:
 
 
 def _cmd_report(a) -> int:
-    from .report import claim_sentences, load_study, markdown_summary
-    from unlearning.run import ConfigError
+    from .analysis.report import claim_sentences, load_study, markdown_summary
+    from optigrade.unlearning.run import ConfigError
 
     try:
         results, summary = load_study(a.dir)
@@ -207,8 +207,8 @@ def _cmd_report(a) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from unlearning.models import ModelLoadError
-    from unlearning.run import ConfigError
+    from optigrade.unlearning.models import ModelLoadError
+    from optigrade.unlearning.run import ConfigError
 
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,

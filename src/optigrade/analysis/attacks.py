@@ -227,8 +227,8 @@ def relearn(model, benchmark, steps: int = 100, lr: float = 1e-5, n_samples: Opt
 
     Returns the new model (eval mode).
     """
-    from unlearning.benchmark import _to
-    from unlearning.objectives import _logits, mean_nll
+    from optigrade.unlearning.benchmark import _to
+    from optigrade.unlearning.objectives import _logits, mean_nll
 
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}; e.g. 100 (Relearn100)")

