@@ -29,7 +29,7 @@ def render_block(run_dir) -> str:
 
 def update_readme(run_dir, readme="README.md", check: bool = False) -> bool:
     """Replace the marked block; returns True when the file changed (or would, with check)."""
-    from optigrade.unlearning._io import atomic_write_text
+    from optigrade._files import atomic_write_text
 
     p = Path(readme)
     text = p.read_text()

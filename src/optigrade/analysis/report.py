@@ -249,7 +249,7 @@ def _nz(x):
 # ----------------------------------------------------------------------------- report
 def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> Path:
     """Write ``OUT/report.md`` and ``OUT/report.html``; returns the Markdown path."""
-    from optigrade.unlearning._io import atomic_write_text
+    from optigrade._files import atomic_write_text
 
     out = Path(out)
     objs = [o for o in dict.fromkeys(summary["objective"]) if o != "none"]

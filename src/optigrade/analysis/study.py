@@ -319,7 +319,7 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     """
     from tqdm.auto import tqdm
 
-    from optigrade.unlearning._io import atomic_write_text
+    from optigrade._files import atomic_write_text
     from .report import summarize, write_report
 
     out = Path(out)
@@ -389,7 +389,7 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
 
     meta = {"name": cfg.name, "seconds": round(seconds, 1), "computed": computed, "skipped": skipped,
             "capped": capped, "threads": threads, "versions": versions()}
-    from optigrade.unlearning._io import atomic_write_json
+    from optigrade._files import atomic_write_json
 
     atomic_write_json(out / "study.json", meta)
     write_report(out, results, summary, cfg, meta)

@@ -12,7 +12,7 @@ from typing import Dict, List
 import torch
 from torch.optim import Optimizer
 
-from . import _validate as V
+from .. import _validate as V
 
 
 def param_list(params) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from . import _validate as V
+from .. import _validate as V
 from . import transforms as T
 
 __all__ = ["TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _validate as V
+from .. import _validate as V
 from ._wrap import WrappedOptimizer, build, grad_params, param_list
 from .closure import capability
 from .perturbation import mix_seed, perturb_

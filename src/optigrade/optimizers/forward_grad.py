@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import torch
 
-from . import _validate as V
+from .. import _validate as V
 from .closure import capability
 from .perturbation import direction_tensor as _tangent, mix_seed
 from .zeroth_order import ZOEstimate, ZOOptimizer

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from . import _validate as V
+from .. import _validate as V
 from ._wrap import WrappedOptimizer, build, grad_params, param_list
 from .closure import capability
 

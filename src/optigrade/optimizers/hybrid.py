@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from . import _validate as V
+from .. import _validate as V
 from ._wrap import WrappedOptimizer, build, grad_params, param_list
 
 __all__ = ["HybridFOZO", "hybrid_steps"]

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence, Tuple
 
 import torch
 
-from . import _validate as V
+from .. import _validate as V
 
 __all__ = [
     "DISTRIBUTIONS",

@@ -13,7 +13,7 @@ from typing import List
 import torch
 from torch.optim import Optimizer
 
-from . import _validate as V
+from .. import _validate as V
 from .closure import capability
 from .perturbation import direction_tensor, mix_seed
 

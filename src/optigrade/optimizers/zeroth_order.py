@@ -34,7 +34,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch.optim import Optimizer
 
-from . import _validate as V
+from .. import _validate as V
 from .perturbation import CHUNK, DISTRIBUTIONS, direction_chunks, mix_seed, perturb_, unit_factor
 
 __all__ = ["ZOEstimate", "zo_estimate", "zo_apply", "ZOOptimizer", "ZOSGD", "ZOAdam", "AdaZO",

@@ -24,16 +24,13 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ._io import atomic_dir
+from .._validate import ModelLoadError
+from .._files import atomic_dir
 
 __all__ = ["TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load",
            "cache_dir", "NAMED_MODELS", "ModelLoadError"]
 
 NAMED_MODELS: Dict[str, Callable] = {}  # name -> fn(**kw) -> (model, tokenizer); filled by plug-ins
-
-
-class ModelLoadError(ValueError):
-    """A checkpoint path or model name that cannot be loaded."""
 
 
 @dataclass(frozen=True)

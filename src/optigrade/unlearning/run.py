@@ -21,7 +21,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ._io import atomic_dir, atomic_write_json, dir_is_nonempty
+from .._validate import ConfigError
+from .._files import atomic_dir, atomic_write_json, dir_is_nonempty
 from .benchmark import Benchmark
 from .loop import UnlearnResult, trainable_parameters, unlearn
 from .models import NAMED_MODELS, ModelLoadError, load, pretrained_tiny
@@ -31,10 +32,6 @@ from .synthetic import SyntheticFacts
 __all__ = ["UnlearnConfig", "ConfigError", "run_unlearn", "build", "build_benchmark", "build_model", "save_checkpoint"]
 
 BENCHMARKS: Dict[str, Any] = {"synthetic": SyntheticFacts}  # plug-ins add more (e.g. "smollm2-facts")
-
-
-class ConfigError(ValueError):
-    """Bad user input, reported before any work starts."""
 
 
 @dataclass

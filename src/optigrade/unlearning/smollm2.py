@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ._io import atomic_dir, atomic_write_json
+from .._files import atomic_dir, atomic_write_json
 from .benchmark import QA, Benchmark
 from .models import NAMED_MODELS, ModelLoadError, cache_dir
 
@@ -192,7 +192,7 @@ def gguf_types(path: Optional[Path] = None) -> dict:
 
 # ------------------------------------------------------------------------- real facts
 def _data(name: str) -> bytes:
-    return importlib.resources.files("unlearning").joinpath("data", name).read_bytes()
+    return importlib.resources.files(__package__).joinpath("data", name).read_bytes()
 
 
 def model_fingerprint(model) -> str:

@@ -1,15 +1,44 @@
-"""Hyperparameter validation shared by every optimizer (private).
+"""The one validator of optigrade (private): error types and the message style.
 
-Each check raises ``ValueError`` naming the argument, the value received, the allowed range,
-what the argument means and a value to try, e.g.::
+Every check raises ``ValueError`` (or its subclass :class:`ConfigError` at the user-input
+boundary) naming the argument, the value received, the allowed range, what the argument means
+and a value to try, e.g.::
 
     mu must be > 0, got -1.0; the smoothing radius of the ZO estimator, try 1e-3
+
+Unknown names get the registered ones: :func:`unknown`.
+
+    >>> positive("mu", 1e-3, "the smoothing radius", 1e-3)
+    0.001
+    >>> positive("mu", -1.0, "the smoothing radius of the ZO estimator", "1e-3")
+    Traceback (most recent call last):
+    ...
+    ValueError: mu must be > 0, got -1.0; the smoothing radius of the ZO estimator, try 1e-3
+    >>> unknown("optimizer", "adan", ["adam", "sgd"])
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: unknown optimizer 'adan'; choose one of: adam, sgd
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, NoReturn, Optional, Sequence
+
+
+class ConfigError(ValueError):
+    """Bad user input (a config, a flag, a name), reported before any work starts."""
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint path or model name that cannot be loaded."""
+
+
+def unknown(kind: str, value, allowed: Iterable[str], hint: Optional[str] = None) -> NoReturn:
+    """Raise :class:`ConfigError` for a name that is not one of ``allowed``."""
+    names = ", ".join(sorted(str(a) for a in allowed)) or "none registered"
+    extra = f" ({hint})" if hint else ""
+    raise ConfigError(f"unknown {kind} {value!r}; choose one of: {names}{extra}")
 
 
 def _fail(name, value, rule, meaning, fix):
