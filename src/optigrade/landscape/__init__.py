@@ -11,7 +11,7 @@ Leaf package: imports torch, numpy, scipy, pandas, matplotlib (and pyhessian laz
 
 from .certify import (CertifiedRadius, certified_radius, clopper_pearson, cohen_certify,
                       cohen_radius, radius_ceiling, radius_from_outcomes)
-from ._params import PRESETS, layer_pattern
+from .._select import PRESETS, layer_pattern
 from .probe import Cost, Probe, causal_lm_loss
 from .sharpness import (SharpnessResult, average_sharpness, pac_bayes_flatness, sam_sharpness,
                         worst_case_sharpness)

@@ -24,9 +24,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._params import Pattern, flatten, select, split
+from .._select import Pattern, select
 
 HVP_MODES = ("double", "func", "fd")
+
+
+def flatten(tensors: Sequence[torch.Tensor], dtype=None) -> torch.Tensor:
+    """Concatenate tensors into one 1-D vector (a copy): the Probe's flat layout."""
+    return torch.cat([t.reshape(-1).to(dtype or t.dtype) for t in tensors])
+
+
+def split(vec: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
+    """Views of a flat vector in the given shapes (inverse of :func:`flatten`)."""
+    out, i = [], 0
+    for s in shapes:
+        n = s.numel()
+        out.append(vec[i:i + n].view(s))
+        i += n
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ class Probe:
         loss_fn: ``loss_fn(model, batch) -> (summed_loss, count)`` or ``-> mean_loss``.
         params: explicit parameters (names or Parameter objects); default all trainable.
         param_filter / exclude: name patterns (regex, ``glob:``, preset, callable), see
-            :mod:`landscape._params`.
+            :mod:`optigrade._select`.
         hvp_mode: ``"double"`` (reverse-over-reverse, default), ``"func"`` (torch.func
             forward-over-reverse) or ``"fd"`` (central finite difference of gradients,
             Hv ≈ (∇L(θ+εv) − ∇L(θ−εv)) / (2ε), ε = fd_eps/‖v‖).

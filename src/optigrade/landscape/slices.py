@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._params import flatten
 from ._results import new_figure, rows_to_frame
-from .probe import Cost, Probe
+from .probe import Cost, Probe, flatten
 
 
 def _owners(model):

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-from ._params import PRESETS, layer_pattern
+from .._select import PRESETS, layer_pattern
 from ._results import new_figure, rows_to_frame
 from .probe import Cost, Probe
 
@@ -390,7 +390,7 @@ def block_spectra(probe: Probe, blocks: dict | Sequence | None = None, *, k: int
                   seed: int = 0) -> BlockSpectra:
     """Top-k eigenvalues (Lanczos) and Hutchinson trace of each diagonal block H_bb.
 
-    ``blocks``: {name: pattern} or a list of patterns (see :mod:`landscape._params`);
+    ``blocks``: {name: pattern} or a list of patterns (see :mod:`optigrade._select`);
     default :func:`default_blocks`.  One tidy row per block × quantity
     (``lambda_max``/``lambda_<which>_i``, ``trace``, ``n_params``).
     """
