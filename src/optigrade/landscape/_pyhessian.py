@@ -15,6 +15,7 @@ import contextlib
 import numpy as np
 import torch
 
+from .. import _weights
 from .probe import Probe
 
 
@@ -48,7 +49,6 @@ def _session(probe: Probe, seed: int):
     everything = list(probe.model.parameters())
     saved_grads = [p.grad for p in everything]
     saved_flags = [p.requires_grad for p in everything]
-    modes = [(m, m.training) for m in probe.model.modules()]
     calls = [0]
     original = ph.hessian_vector_product
 
@@ -61,7 +61,8 @@ def _session(probe: Probe, seed: int):
             p.grad = None
             p.requires_grad_(id(p) in chosen)
         ph.hessian_vector_product = counted
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        with _weights.eval_mode(probe.model), torch.random.fork_rng(devices=[]), \
+                torch.enable_grad():
             torch.manual_seed(seed)
             h = ph.hessian(_LossModule(probe), lambda out, _t: out,
                            data=(torch.zeros(1), torch.zeros(1)), cuda=False)
@@ -71,10 +72,8 @@ def _session(probe: Probe, seed: int):
         for p, g, f in zip(everything, saved_grads, saved_flags):
             p.grad = g
             p.requires_grad_(f)
-        for m, t in modes:
-            m.training = t
-        probe._counts["grad"] += 1
-        probe._counts["hvp"] += calls[0]
+        probe._spent["grad"] += 1
+        probe._spent["hvp"] += calls[0]
 
 
 def pyhessian_eigen(probe: Probe, k: int, max_iter: int, tol: float, seed: int):

@@ -12,16 +12,14 @@ Scale caution: ‖σε‖₂ ≈ σ√d, so certified radii are tiny next to the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.stats import beta, norm
 
-from ._results import rows_to_frame
 from .probe import Cost, Probe
+from .results import CertifiedRadius
 
 
 def _check(sigma=None, alpha=None, n=None, tau=None):
@@ -71,28 +69,6 @@ def radius_ceiling(n: int, alpha: float = 0.001, sigma: float = 1.0) -> float:
     """Largest Cohen radius n samples can certify (all agree): σ·Φ⁻¹(α^{1/n})."""
     _check(sigma=sigma, alpha=alpha, n=n)
     return float(sigma * norm.ppf(alpha ** (1.0 / n)))
-
-
-@dataclass(frozen=True)
-class CertifiedRadius:
-    """A certified ℓ2 radius (in weight space, same units as θ) and what produced it."""
-
-    radius: float
-    certified: bool
-    bound: float
-    estimate: float
-    n: int
-    settings: dict
-    cost: Cost
-
-    def to_frame(self) -> pd.DataFrame:
-        rows = [dict(quantity="certified_radius", value=self.radius, unit="l2 weight norm",
-                     certified=self.certified),
-                dict(quantity="smoothed_metric_bound", value=self.bound, unit="probability"),
-                dict(quantity="smoothed_metric_estimate", value=self.estimate, unit="probability"),
-                dict(quantity="noise_norm_approx", value=self.settings["sigma"] *
-                     np.sqrt(self.settings.get("n_params", 0)), unit="l2 weight norm")]
-        return rows_to_frame(rows, self.settings, self.cost)
 
 
 def radius_from_outcomes(outcomes, sigma: float, *, alpha: float = 0.001, tau: float = 0.5,

@@ -22,8 +22,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .. import _weights
+from .._lm import summed_nll
 from .._select import Pattern, select
 
 HVP_MODES = ("double", "func", "fd")
@@ -65,16 +66,22 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, i
     s = Σ_{t: y_{t+1} ≠ -100} −log softmax(logits_t)[y_{t+1}],  c = #{t : y_{t+1} ≠ -100},
     with labels ``y = batch["labels"]`` (-100 = ignore; if absent, input_ids with padding,
     ``attention_mask == 0``, set to -100).  Logits in half precision are upcast to float32.
+    The arithmetic is :func:`optigrade._lm.summed_nll` (one fused cross-entropy sum).
+
+    A model whose logits are all zero predicts uniformly over V tokens: s = c·log V.
+
+    >>> import math
+    >>> class Uniform(torch.nn.Module):
+    ...     def forward(self, input_ids, attention_mask=None):
+    ...         return type("Out", (), {"logits": torch.zeros(*input_ids.shape, 16)})
+    >>> s, c = causal_lm_loss(Uniform(), dict(input_ids=torch.tensor([[1, 2, 3, 4]]),
+    ...                                       labels=torch.tensor([[-100, -100, 3, 4]])))
+    >>> c, math.isclose(float(s), 2 * math.log(16), rel_tol=1e-6)
+    (2, True)
     """
     labels = _labels(batch)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits[:, :-1]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    tgt = labels[:, 1:]
-    s = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
-                        ignore_index=-100, reduction="sum")
-    return s, int((tgt != -100).sum())
+    return summed_nll(model(**inputs).logits, labels)
 
 
 def _labels(batch: dict) -> torch.Tensor:
@@ -151,16 +158,15 @@ class Probe:
         self.keep_graph = keep_graph
         default_eps = 1e-5 if self.dtype == torch.float64 else 5e-3
         self.fd_eps = default_eps if fd_eps is None else fd_eps
-        self._settings = dict(param_filter=str(param_filter), exclude=str(exclude))
-        self._counts = {"loss": 0, "grad": 0, "hvp": 0}
+        self._spent = {"loss": 0, "grad": 0, "hvp": 0}  # evaluation counters, see cost()
         self._graph = None  # (versions, grads with graph) when keep_graph
         if loss_fn is None and not all(isinstance(b, dict) and "input_ids" in b for b in self.batches):
             raise ValueError("without loss_fn, every batch must be a dict with input_ids "
                              "(and labels, -100 = ignore); otherwise pass loss_fn(model, batch)")
         with self._measuring(), torch.no_grad():
             parts = [self._batch_loss(b) for b in self.batches]
-        self.counts = [c for _, c in parts]
-        self.total_count = float(sum(self.counts))
+        self.token_counts = [c for _, c in parts]  # c_b: counted tokens (or loss_fn counts) per batch
+        self.total_count = float(sum(self.token_counts))
         if self.total_count <= 0:
             raise ValueError("the batches count no tokens (every label is -100)")
         loss0 = float(sum(float(s) for s, _ in parts)) / self.total_count
@@ -181,14 +187,30 @@ class Probe:
     @contextlib.contextmanager
     def _measuring(self):
         """Eval mode and grad enabled for the duration; the training flags restored after."""
-        flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for m, t in flags:
-                m.training = t
+        with _weights.eval_mode(self.model), torch.enable_grad():
+            yield
+
+    def _batch_grad(self, batch, create_graph: bool = False):
+        """(s_b, ∇(s_b / Σc) per parameter, None where unused)."""
+        s, _ = self._batch_loss(batch)
+        return s, torch.autograd.grad(s / self.total_count, self.params,
+                                      create_graph=create_graph, allow_unused=True)
+
+    def _hv(self, grads, vs, retain_graph: bool = False):
+        """(∂/∂θ) Σ_i g_iᵀ v_i for per-parameter gradients ``grads`` built with a graph."""
+        pairs = [(g, x) for g, x in zip(grads, vs) if g is not None and g.requires_grad]
+        return torch.autograd.grad([g for g, _ in pairs], self.params,
+                                   grad_outputs=[x for _, x in pairs], retain_graph=retain_graph,
+                                   allow_unused=True)
+
+    def _accumulate(self, per_batch) -> torch.Tensor:
+        """Σ over batches of per-parameter tensors (None counts as zero), as a flat vector."""
+        out = [torch.zeros_like(p) for p in self.params]
+        for parts in per_batch:
+            for acc, x in zip(out, parts):
+                if x is not None:
+                    acc.add_(x)
+        return flatten(out)
 
     def _check_curvature(self):
         cfg = getattr(self.model, "config", None)
@@ -222,26 +244,24 @@ class Probe:
     # ---------------------------------------------------------------- evaluations
     def loss(self) -> float:
         """L(θ) = Σ_b s_b / Σ_b c_b (one forward pass over all batches)."""
-        self._counts["loss"] += 1
+        self._spent["loss"] += 1
         with self._measuring(), torch.no_grad():
             tot = sum(float(self._batch_loss(b)[0].detach()) for b in self.batches)
         return tot / self.total_count
 
     def grad(self, return_loss: bool = False):
         """∇L(θ) as a flat detached vector (params' dtype); with ``return_loss`` also L(θ)."""
-        self._counts["grad"] += 1
-        g = [torch.zeros_like(p) for p in self.params]
-        tot = 0.0
-        with self._measuring():
+        self._spent["grad"] += 1
+        losses = []
+
+        def per_batch():
             for b in self.batches:
-                s, _ = self._batch_loss(b)
-                tot += float(s.detach())
-                gb = torch.autograd.grad(s / self.total_count, self.params, allow_unused=True)
-                for acc, x in zip(g, gb):
-                    if x is not None:
-                        acc.add_(x)
-        flat = flatten(g)
-        return (flat, tot / self.total_count) if return_loss else flat
+                s, gb = self._batch_grad(b)
+                losses.append(float(s.detach()))
+                yield gb
+        with self._measuring():
+            flat = self._accumulate(per_batch())
+        return (flat, sum(losses) / self.total_count) if return_loss else flat
 
     def hvp(self, v, mode: str | None = None) -> torch.Tensor:
         """H(θ)v as a flat vector; ``mode`` overrides the Probe's ``hvp_mode``."""
@@ -251,7 +271,7 @@ class Probe:
         if mode != "fd":
             self._check_curvature()
         vs = self._as_tensors(v)
-        self._counts["hvp"] += 1
+        self._spent["hvp"] += 1
         if mode == "fd":
             return self._hvp_fd(vs)
         with self._measuring():
@@ -259,39 +279,16 @@ class Probe:
                 return self._hvp_func(vs)
             if self.keep_graph:
                 return self._hvp_kept(vs)
-            out = [torch.zeros_like(p) for p in self.params]
-            for b in self.batches:
-                s, _ = self._batch_loss(b)
-                gb = torch.autograd.grad(s / self.total_count, self.params, create_graph=True,
-                                         allow_unused=True)
-                pairs = [(g, p, x) for g, p, x in zip(gb, self.params, vs) if g is not None and g.requires_grad]
-                hv = torch.autograd.grad([g for g, _, _ in pairs], self.params,
-                                         grad_outputs=[x for _, _, x in pairs], allow_unused=True)
-                for acc, h in zip(out, hv):
-                    if h is not None:
-                        acc.add_(h)
-            return flatten(out)
+            return self._accumulate(self._hv(self._batch_grad(b, create_graph=True)[1], vs)
+                                    for b in self.batches)
 
     def _hvp_kept(self, vs):
         versions = tuple(p._version for p in self.params)
         if self._graph is None or self._graph[0] != versions:
             self._graph = None
-            grads = []
-            for b in self.batches:
-                s, _ = self._batch_loss(b)
-                grads.append(torch.autograd.grad(s / self.total_count, self.params,
-                                                 create_graph=True, allow_unused=True))
+            grads = [self._batch_grad(b, create_graph=True)[1] for b in self.batches]
             self._graph = (versions, grads)
-        out = [torch.zeros_like(p) for p in self.params]
-        for gb in self._graph[1]:
-            pairs = [(g, x) for g, x in zip(gb, vs) if g is not None and g.requires_grad]
-            hv = torch.autograd.grad([g for g, _ in pairs], self.params,
-                                     grad_outputs=[x for _, x in pairs], retain_graph=True,
-                                     allow_unused=True)
-            for acc, h in zip(out, hv):
-                if h is not None:
-                    acc.add_(h)
-        return flatten(out)
+        return self._accumulate(self._hv(gb, vs, retain_graph=True) for gb in self._graph[1])
 
     def release_graph(self):
         """Drop the graph kept by ``keep_graph=True`` (frees its memory)."""
@@ -301,15 +298,15 @@ class Probe:
         from torch.func import grad, jvp
         primals = {n: p.detach() for n, p in self.named_params}
         tangents = {n: x for n, x in zip(self.names, vs)}
-        out = {n: torch.zeros_like(p) for n, p in self.named_params}
-        for b in self.batches:
-            def f(pd, b=b):
-                s, _ = self._batch_loss_functional(pd, b)
-                return s / self.total_count
-            _, hv = jvp(grad(f), (primals,), (tangents,))
-            for n in out:
-                out[n].add_(hv[n])
-        return flatten([out[n] for n in self.names])
+
+        def per_batch():
+            for b in self.batches:
+                def f(pd, b=b):
+                    s, _ = self._batch_loss_functional(pd, b)
+                    return s / self.total_count
+                _, hv = jvp(grad(f), (primals,), (tangents,))
+                yield [hv[n] for n in self.names]
+        return self._accumulate(per_batch())
 
     def _batch_loss_functional(self, pd, batch):
         from torch.func import functional_call
@@ -339,7 +336,7 @@ class Probe:
         if norm == 0:
             return torch.zeros(self.numel, dtype=self.dtype, device=self.device)
         eps = self.fd_eps / norm
-        self._counts["grad"] -= 2  # counted as one HVP, not two gradients
+        self._spent["grad"] -= 2  # counted as one HVP, not two gradients
         with self.perturbed(vs, eps):
             gp = self.grad()
         with self.perturbed(vs, -eps):
@@ -369,7 +366,8 @@ class Probe:
 
     @contextlib.contextmanager
     def moving(self, directions: Sequence, origin=None):
-        """Yield ``move(*coeffs)`` that sets θ = θ0 + Σ_i coeffs[i]·d_i.
+        """Yield ``move(*coeffs)`` that sets θ = θ0 + Σ_i coeffs[i]·d_i
+        (:func:`optigrade._weights.moving` on the selected parameters).
 
         θ0 is ``origin`` (a flat vector) or a saved copy of the current weights.  Every point
         is computed fresh from θ0 (no accumulated steps); on exit, including on exceptions,
@@ -378,30 +376,16 @@ class Probe:
         when they already have the parameters' dtype and device.
         """
         dirs = [self._as_tensors(d) for d in directions]
-        saved = [p.detach().clone() for p in self.params]
-        base = saved if origin is None else self._as_tensors(origin)
-
-        @torch.no_grad()
-        def move(*coeffs):
-            if len(coeffs) != len(dirs):
-                raise ValueError(f"move needs {len(dirs)} coefficients, got {len(coeffs)}")
-            for i, (p, p0) in enumerate(zip(self.params, base)):
-                p.copy_(p0)
-                for c, d in zip(coeffs, dirs):
-                    if c != 0:
-                        p.add_(d[i], alpha=float(c))
-        try:
+        base = None if origin is None else self._as_tensors(origin)
+        with _weights.moving(self.params, dirs, origin=base) as move:
             yield move
-        finally:
-            with torch.no_grad():
-                for p, p0 in zip(self.params, saved):
-                    p.copy_(p0)
 
     @contextlib.contextmanager
     def perturbed(self, direction, scale: float = 1.0):
-        """θ ← θ + scale·direction inside the block; restored bit for bit (by copy) after."""
-        with self.moving([direction]) as move:
-            move(scale)
+        """θ ← θ + scale·direction inside the block; restored bit for bit (by copy) after
+        (:func:`optigrade._weights.perturbed` with ``exact=True``)."""
+        d = self._as_tensors(direction)
+        with _weights.perturbed(self.params, d, float(scale), exact=True):
             yield self
 
     # ---------------------------------------------------------------- views and counters
@@ -418,10 +402,11 @@ class Probe:
 
     def cost(self) -> Cost:
         """Evaluations so far (loss, gradient, HVP passes over all batches)."""
-        return Cost(**self._counts)
+        return Cost(**self._spent)
 
     def reset_counters(self) -> None:
-        self._counts = {"loss": 0, "grad": 0, "hvp": 0}
+        """Set the evaluation counters behind :meth:`cost` back to zero."""
+        self._spent = {"loss": 0, "grad": 0, "hvp": 0}
 
     def as_linear_operator(self, mode: str | None = None):
         """H as a :class:`scipy.sparse.linalg.LinearOperator` (float64 numpy in and out)."""

@@ -7,34 +7,11 @@ the perturbation elementwise by c = |θ| + η (Kwon et al. 2021, ASAM).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-import pandas as pd
 import torch
 
-from ._results import rows_to_frame
-from .probe import Cost, Probe
-
-
-@dataclass(frozen=True)
-class SharpnessResult:
-    """One sharpness number: ``value`` = L(perturbed) − L(θ) (or σ* for PAC-Bayes)."""
-
-    kind: str
-    value: float
-    std_error: float
-    loss: float
-    settings: dict
-    cost: Cost
-    history: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def to_frame(self) -> pd.DataFrame:
-        unit = "param-space std" if self.kind == "pac_bayes_sigma" else "loss"
-        return rows_to_frame([dict(quantity=self.kind, value=self.value,
-                                   std_error=self.std_error, unit=unit),
-                              dict(quantity="loss_at_checkpoint", value=self.loss, unit="loss")],
-                             self.settings, self.cost)
+from .probe import Probe
+from .results import SharpnessResult
 
 
 def _positive(name, x):

@@ -14,14 +14,11 @@ Filter normalization (Li et al. 2018), per parameter tensor θ_i with random dir
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-import pandas as pd
 import torch
 
-from ._results import new_figure, rows_to_frame
-from .probe import Cost, Probe, flatten
+from .probe import Probe, flatten
+from .results import Slice1D, Slice2D
 
 
 def _owners(model):
@@ -81,33 +78,6 @@ def _flat_of(probe: Probe, theta) -> torch.Tensor:
     return v.to(probe.device, probe.dtype)
 
 
-@dataclass(frozen=True)
-class Slice1D:
-    """Losses L(θ0 + α·d) along one line (or between checkpoints: θ(α) = (1−α)θa + αθb)."""
-
-    alphas: np.ndarray
-    losses: np.ndarray
-    kind: str
-    settings: dict
-    cost: Cost
-    extras: dict = field(default_factory=dict)
-
-    def to_frame(self) -> pd.DataFrame:
-        rows = [dict(quantity="loss", index=i, alpha=float(a), value=float(l), unit="loss")
-                for i, (a, l) in enumerate(zip(self.alphas, self.losses))]
-        rows += [dict(quantity=k, value=float(v), unit="") for k, v in self.extras.items()]
-        return rows_to_frame(rows, {"kind": self.kind, **self.settings}, self.cost)
-
-    def plot(self, ax=None):
-        fig = ax.figure if ax is not None else new_figure(figsize=(5, 3.5))
-        ax = ax or fig.add_subplot(111)
-        ax.plot(self.alphas, self.losses, marker=".")
-        ax.set_xlabel("α")
-        ax.set_ylabel("loss")
-        ax.set_title(self.kind)
-        return fig
-
-
 def _grid(span, points, name="span"):
     lo, hi = span
     if not hi > lo:
@@ -148,7 +118,8 @@ def slice_1d(probe: Probe, direction=None, *, span=(-1.0, 1.0), points: int = 21
     settings = dict(normalization=normalization if direction is None else "given",
                     one_d=one_d, seed=seed, span=str(tuple(span)), points=points,
                     direction_norm=float(d.double().norm()))
-    return Slice1D(alphas, losses, "slice_1d", settings, probe.cost() - start, extras)
+    return Slice1D(alphas=alphas, losses=losses, kind="slice_1d", settings=settings,
+                   cost=probe.cost() - start, extras=extras)
 
 
 def interpolate(probe: Probe, theta_a, theta_b, *, alphas=None) -> Slice1D:
@@ -168,8 +139,8 @@ def interpolate(probe: Probe, theta_a, theta_b, *, alphas=None) -> Slice1D:
         for i, al in enumerate(alphas):
             move(al)
             losses[i] = probe.loss()
-    return Slice1D(alphas, losses, "interpolation", dict(distance=float(d.double().norm())),
-                   probe.cost() - start)
+    return Slice1D(alphas=alphas, losses=losses, kind="interpolation",
+                   settings=dict(distance=float(d.double().norm())), cost=probe.cost() - start)
 
 
 def mode_connectivity(probe: Probe, theta_a, theta_b, *, points: int = 21) -> Slice1D:
@@ -183,55 +154,28 @@ def mode_connectivity(probe: Probe, theta_a, theta_b, *, points: int = 21) -> Sl
     res = interpolate(probe, theta_a, theta_b, alphas=alphas)
     gap = res.losses - ((1 - alphas) * res.losses[0] + alphas * res.losses[-1])
     i = int(np.argmax(gap))
-    return Slice1D(res.alphas, res.losses, "mode_connectivity", res.settings, res.cost,
-                   dict(barrier=float(gap[i]), argmax_alpha=float(alphas[i])))
+    return Slice1D(alphas=res.alphas, losses=res.losses, kind="mode_connectivity",
+                   settings=res.settings, cost=res.cost,
+                   extras=dict(barrier=float(gap[i]), argmax_alpha=float(alphas[i])))
 
 
-@dataclass(frozen=True)
-class Slice2D:
-    """Losses on a plane θ0 + a·d1 + b·d2; ``losses[j, i]`` is at (xs[i], ys[j])."""
-
-    xs: np.ndarray
-    ys: np.ndarray
-    losses: np.ndarray
-    kind: str
-    settings: dict
-    cost: Cost
-    points: dict = field(default_factory=dict)
-
-    def to_frame(self) -> pd.DataFrame:
-        rows = [dict(quantity="loss", index=j * len(self.xs) + i, a=float(x), b=float(y),
-                     value=float(self.losses[j, i]), unit="loss")
-                for j, y in enumerate(self.ys) for i, x in enumerate(self.xs)]
-        return rows_to_frame(rows, {"kind": self.kind, **self.settings}, self.cost)
-
-    def plot(self, kind: str = "both", levels: int = 30):
-        """Contour and/or 3-D surface; marks the named points (checkpoints) if any."""
-        if kind not in ("contour", "surface", "both"):
-            raise ValueError(f"kind must be 'contour', 'surface' or 'both', got {kind!r}")
-        n = 2 if kind == "both" else 1
-        fig = new_figure(figsize=(5 * n, 4))
-        X, Y = np.meshgrid(self.xs, self.ys)
-        col = 1
-        if kind in ("contour", "both"):
-            ax = fig.add_subplot(1, n, col)
-            cs = ax.contour(X, Y, self.losses, levels=levels)
-            ax.clabel(cs, fontsize=6)
-            for name, (x, y) in self.points.items():
-                ax.plot(x, y, "k*")
-                ax.annotate(name, (x, y))
-            ax.set_xlabel("a (d1)")
-            ax.set_ylabel("b (d2)")
-            col += 1
-        if kind in ("surface", "both"):
-            ax = fig.add_subplot(1, n, col, projection="3d")
-            ax.plot_surface(X, Y, self.losses, cmap="viridis")
-            ax.set_zlabel("loss")
-        fig.suptitle(self.kind)
-        return fig
+# ------------------------------------------------------------------ planes: (origin, d1, d2)
+# Each builder returns (origin or None for the current weights, d1, d2, named points, settings).
+def _plane_checkpoints(probe, checkpoints, **_):
+    if len(checkpoints) != 3:
+        raise ValueError("checkpoints must be three: (θ0, θ1, θ2)")
+    t0, t1, t2 = (_flat_of(probe, t) for t in checkpoints)
+    d1 = t1 - t0
+    u = (t2 - t0).double()
+    d1d = d1.double()
+    x2 = float(u @ d1d / (d1d @ d1d))
+    perp = u - x2 * d1d
+    d2 = (perp * d1d.norm() / perp.norm()).to(probe.dtype)
+    named = {"θ0": (0.0, 0.0), "θ1": (1.0, 0.0), "θ2": (x2, float(perp.norm() / d1d.norm()))}
+    return t0, d1, d2, named, {}
 
 
-def _pca_plane(probe, trajectory):
+def _plane_pca(probe, trajectory, **_):
     thetas = [_flat_of(probe, t).double().cpu() for t in trajectory]
     if len(thetas) < 3:
         raise ValueError("a PCA plane needs a trajectory of at least 3 checkpoints")
@@ -244,7 +188,34 @@ def _pca_plane(probe, trajectory):
     coords = {f"t{i}": (float(t @ dirs[0]), float(t @ dirs[1])) for i, t in enumerate(M)}
     coords[f"t{len(thetas) - 1}"] = (0.0, 0.0)
     explained = float(lam.sum() / max(np.trace(G), 1e-300))
-    return origin, dirs, coords, explained
+    origin, d1, d2 = (x.to(probe.device, probe.dtype) for x in (origin, *dirs))
+    return origin, d1, d2, coords, dict(explained_variance=explained)
+
+
+def _plane_given(probe, directions, **_):
+    if len(directions) != 2:
+        raise ValueError("directions must be a pair (d1, d2)")
+    d1, d2 = (flatten(probe._as_tensors(d)) for d in directions)
+    return None, d1, d2, {}, {}
+
+
+def _plane_random(probe, _, *, seed, normalization, one_d, orthogonalize):
+    d1 = random_direction(probe, seed=seed, normalization=normalization, one_d=one_d)
+    d2 = random_direction(probe, seed=seed + 1, normalization=normalization, one_d=one_d)
+    if orthogonalize:
+        a, b = d1.double(), d2.double()
+        nb = b.norm()
+        b = b - (a @ b) / (a @ a) * a
+        d2 = (b * nb / b.norm()).to(probe.dtype)
+    return None, d1, d2, {}, dict(normalization=normalization, one_d=one_d,
+                                  orthogonalize=orthogonalize)
+
+
+#: argument of slice_2d → (kind, builder)
+_PLANES = {"checkpoints": ("plane_checkpoints", _plane_checkpoints),
+           "trajectory": ("plane_pca", _plane_pca),
+           "directions": ("plane_given", _plane_given),
+           "random": ("plane_random", _plane_random)}
 
 
 def slice_2d(probe: Probe, directions=None, *, checkpoints=None, trajectory=None,
@@ -262,47 +233,22 @@ def slice_2d(probe: Probe, directions=None, *, checkpoints=None, trajectory=None
       {θ_t − θ_T} (Li et al. 2018), ``settings["explained_variance"]``.
     Extra memory: two directions + one weight copy (+ the origin for checkpoint planes).
     """
-    if sum(x is not None for x in (directions, checkpoints, trajectory)) > 1:
+    given = {k: v for k, v in dict(directions=directions, checkpoints=checkpoints,
+                                   trajectory=trajectory).items() if v is not None}
+    if len(given) > 1:
         raise ValueError("give at most one of directions, checkpoints, trajectory")
     xs, ys = _grid(span[0], points[0], "span[0]"), _grid(span[1], points[1], "span[1]")
     start = probe.cost()
-    origin, named, settings = None, {}, dict(seed=seed)
-    if checkpoints is not None:
-        if len(checkpoints) != 3:
-            raise ValueError("checkpoints must be three: (θ0, θ1, θ2)")
-        t0, t1, t2 = (_flat_of(probe, t) for t in checkpoints)
-        d1 = t1 - t0
-        u = (t2 - t0).double()
-        d1d = d1.double()
-        x2 = float(u @ d1d / (d1d @ d1d))
-        perp = u - x2 * d1d
-        d2 = (perp * d1d.norm() / perp.norm()).to(probe.dtype)
-        origin, kind = t0, "plane_checkpoints"
-        named = {"θ0": (0.0, 0.0), "θ1": (1.0, 0.0), "θ2": (x2, float(perp.norm() / d1d.norm()))}
-    elif trajectory is not None:
-        origin, (d1, d2), named, ev = _pca_plane(probe, trajectory)
-        origin, d1, d2 = (x.to(probe.device, probe.dtype) for x in (origin, d1, d2))
-        kind, settings["explained_variance"] = "plane_pca", ev
-    elif directions is not None:
-        if len(directions) != 2:
-            raise ValueError("directions must be a pair (d1, d2)")
-        d1, d2 = (flatten(probe._as_tensors(d)) for d in directions)
-        kind = "plane_given"
-    else:
-        d1 = random_direction(probe, seed=seed, normalization=normalization, one_d=one_d)
-        d2 = random_direction(probe, seed=seed + 1, normalization=normalization, one_d=one_d)
-        if orthogonalize:
-            a, b = d1.double(), d2.double()
-            nb = b.norm()
-            b = b - (a @ b) / (a @ a) * a
-            d2 = (b * nb / b.norm()).to(probe.dtype)
-        kind = "plane_random"
-        settings.update(normalization=normalization, one_d=one_d, orthogonalize=orthogonalize)
+    plane, spec = next(iter(given.items()), ("random", None))
+    kind, build = _PLANES[plane]
+    origin, d1, d2, named, extra = build(probe, spec, seed=seed, normalization=normalization,
+                                         one_d=one_d, orthogonalize=orthogonalize)
     losses = np.empty((len(ys), len(xs)))
     with probe.moving([d1, d2], origin=origin) as move:
         for j, b in enumerate(ys):
             for i, a in enumerate(xs):
                 move(a, b)
                 losses[j, i] = probe.loss()
-    settings.update(points=str(tuple(points)), span=str(span))
-    return Slice2D(xs, ys, losses, kind, settings, probe.cost() - start, named)
+    settings = dict(seed=seed, **extra, points=str(tuple(points)), span=str(span))
+    return Slice2D(xs=xs, ys=ys, losses=losses, kind=kind, settings=settings,
+                   cost=probe.cost() - start, points=named)

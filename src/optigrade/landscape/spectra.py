@@ -6,7 +6,6 @@ Randomness comes from ``torch.Generator(seed)``; the global RNG is never touched
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,8 +14,8 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 
 from .._select import PRESETS, layer_pattern
-from ._results import new_figure, rows_to_frame
 from .probe import Cost, Probe
+from .results import BlockSpectra, Density, EigenResult, TraceResult
 
 WHICH = ("LA", "SA", "LM")
 
@@ -74,29 +73,6 @@ def _order(theta, which):
     return np.argsort(-np.abs(theta))
 
 
-@dataclass(frozen=True)
-class EigenResult:
-    """Top-k eigenpairs of H.  ``residuals[i]`` = ‖H y_i − λ_i y_i‖ = |β_m s_{m,i}|."""
-
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray | None
-    residuals: np.ndarray
-    converged: np.ndarray
-    settings: dict
-    cost: Cost
-
-    @property
-    def n_hvp(self) -> int:
-        return self.cost.hvp
-
-    def to_frame(self) -> pd.DataFrame:
-        rows = [dict(quantity=f"eigenvalue_{self.settings['which']}", index=i, value=float(v),
-                     std_error=float(r), unit="loss/param^2", residual=float(r),
-                     converged=bool(c))
-                for i, (v, r, c) in enumerate(zip(self.eigenvalues, self.residuals, self.converged))]
-        return rows_to_frame(rows, self.settings, self.cost)
-
-
 def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float = 1e-6,
                     max_iter: int = 300, seed: int = 0, return_vectors: bool = True,
                     method: str = "lanczos", backend: str = "native",
@@ -126,71 +102,82 @@ def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float =
         raise ValueError(f"backend must be 'native' or 'pyhessian', got {backend!r}")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
+    if backend == "pyhessian" and which != "LM":
+        raise ValueError('backend="pyhessian" (power iteration) finds the largest-magnitude '
+                         'eigenvalues: use which="LM"')
     settings = dict(k=k, which=which, tol=tol, max_iter=max_iter, seed=seed, method=method,
                     backend=backend, n_params=probe.numel)
-    start = probe.cost()
     if backend == "pyhessian":
-        if which != "LM":
-            raise ValueError('backend="pyhessian" (power iteration) finds the largest-magnitude '
-                             'eigenvalues: use which="LM"')
-        from ._pyhessian import pyhessian_eigen
-        vals, vecs = pyhessian_eigen(probe, k, pyhessian_max_iter, pyhessian_tol, seed)
-        settings.update(pyhessian_max_iter=pyhessian_max_iter, pyhessian_tol=pyhessian_tol)
-        cost = probe.cost() - start
-        res = np.array([float((probe.hvp(torch.from_numpy(y)).cpu().double()
-                               - lam * torch.from_numpy(y)).norm()) for lam, y in zip(vals, vecs)])
-        return EigenResult(vals, vecs if return_vectors else None, res,
-                           np.zeros(k, dtype=bool), settings, cost)
-    gen = torch.Generator().manual_seed(seed)
-    v0 = torch.randn(probe.numel, generator=gen, dtype=torch.float64)
-    if method == "eigsh":
-        from scipy.sparse.linalg import eigsh
-        sci_which = {"LA": "LA", "SA": "SA", "LM": "LM"}[which]
-        vals, vecs = eigsh(probe.as_linear_operator(), k=k, which=sci_which, tol=tol,
-                           v0=v0.numpy(), maxiter=max_iter * probe.numel)
-        order = _order(vals, which)
-        vals, vecs = vals[order], vecs[:, order].T
-        cost = probe.cost() - start
-        res = np.array([float((probe.hvp(torch.from_numpy(y)).cpu().double()
-                               - lam * torch.from_numpy(y)).norm()) for lam, y in zip(vals, vecs)])
-        conv = res <= tol * max(np.abs(vals).max(), 1e-300)
-        return EigenResult(vals, vecs if return_vectors else None, res, conv, settings, cost)
+        solve, opts = _eig_pyhessian, dict(max_iter=pyhessian_max_iter, tol=pyhessian_tol)
+    else:
+        solve, opts = _EIGEN[method], dict(tol=tol, max_iter=max_iter, vectors=return_vectors)
+    vals, vecs, res, conv, cost, extra = solve(probe, k, which, seed=seed, **opts)
+    settings.update(extra)
+    return EigenResult(vals, vecs if return_vectors else None, res, conv, settings, cost)
+
+
+def _start_vector(probe: Probe, seed: int) -> torch.Tensor:
+    return torch.randn(probe.numel, generator=torch.Generator().manual_seed(seed),
+                       dtype=torch.float64)
+
+
+def _residuals(probe: Probe, vals, vecs) -> np.ndarray:
+    """‖H y − λ y‖ per pair (one HVP each, after the solver's cost was read)."""
+    return np.array([float((probe.hvp(torch.from_numpy(y)).cpu().double()
+                            - lam * torch.from_numpy(y)).norm()) for lam, y in zip(vals, vecs)])
+
+
+def _scale(theta) -> float:
+    return max(np.abs(theta).max(), 1e-300)
+
+
+def _eig_lanczos(probe, k, which, *, seed, tol, max_iter, vectors):
+    """Lanczos with full reorthogonalization until every wanted Ritz residual ≤ tol·scale."""
+    start = probe.cost()
 
     def done(alpha, beta, j):
         if j + 1 < k:
             return False
         theta, s = _ritz(alpha, beta)
         idx = _order(theta, which)[:k]
-        res = np.abs(beta[-1] * s[-1, idx])
-        return bool(np.all(res <= tol * max(np.abs(theta).max(), 1e-300)))
+        return bool(np.all(np.abs(beta[-1] * s[-1, idx]) <= tol * _scale(theta)))
 
-    alpha, beta, Q = lanczos(_matvec(probe), v0, max_iter, callback=done)
+    alpha, beta, Q = lanczos(_matvec(probe), _start_vector(probe, seed), max_iter, callback=done)
     theta, s = _ritz(alpha, beta)
     idx = _order(theta, which)[:k]
     if len(idx) < k:
         raise RuntimeError(f"Lanczos stopped at an invariant subspace of dimension {len(theta)} "
                            f"< k={k}; try another seed")
     res = np.abs(beta[-1] * s[-1, idx])
-    conv = res <= tol * max(np.abs(theta).max(), 1e-300)
-    vecs = (torch.from_numpy(s[:, idx]).T @ Q).numpy() if return_vectors else None
-    settings["lanczos_steps"] = len(alpha)
-    return EigenResult(theta[idx], vecs, res, conv, settings, probe.cost() - start)
+    vecs = (torch.from_numpy(s[:, idx]).T @ Q).numpy() if vectors else None
+    return (theta[idx], vecs, res, res <= tol * _scale(theta), probe.cost() - start,
+            dict(lanczos_steps=len(alpha)))
 
 
-@dataclass(frozen=True)
-class TraceResult:
-    """Stochastic estimate of tr H with its standard error."""
+def _eig_eigsh(probe, k, which, *, seed, tol, max_iter, vectors):
+    """scipy's implicitly restarted Lanczos (ARPACK) on the Probe's LinearOperator."""
+    from scipy.sparse.linalg import eigsh
+    start = probe.cost()
+    vals, vecs = eigsh(probe.as_linear_operator(), k=k, which=which, tol=tol,
+                       v0=_start_vector(probe, seed).numpy(), maxiter=max_iter * probe.numel)
+    order = _order(vals, which)
+    vals, vecs = vals[order], vecs[:, order].T
+    cost = probe.cost() - start
+    res = _residuals(probe, vals, vecs)
+    return vals, vecs, res, res <= tol * _scale(vals), cost, {}
 
-    estimate: float
-    std_error: float
-    samples: np.ndarray
-    settings: dict
-    cost: Cost
 
-    def to_frame(self) -> pd.DataFrame:
-        return rows_to_frame([dict(quantity="hessian_trace", value=self.estimate,
-                                   std_error=self.std_error, unit="loss/param^2")],
-                             self.settings, self.cost)
+def _eig_pyhessian(probe, k, which, *, seed, tol, max_iter):
+    """pyhessian 0.1 power iteration with deflation (largest magnitude; no convergence flag)."""
+    from ._pyhessian import pyhessian_eigen
+    start = probe.cost()
+    vals, vecs = pyhessian_eigen(probe, k, max_iter, tol, seed)
+    cost = probe.cost() - start
+    return (vals, vecs, _residuals(probe, vals, vecs), np.zeros(k, dtype=bool), cost,
+            dict(pyhessian_max_iter=max_iter, pyhessian_tol=tol))
+
+
+_EIGEN = {"lanczos": _eig_lanczos, "eigsh": _eig_eigsh}
 
 
 def _check_n(n, name="n"):
@@ -254,58 +241,6 @@ def hutchpp_trace(probe: Probe, n: int = 99, *, seed: int = 0) -> TraceResult:
                        probe.cost() - start)
 
 
-@dataclass(frozen=True)
-class Density:
-    """Stochastic-Lanczos-quadrature spectral density (normalized to integrate to 1).
-
-    ``nodes``/``weights``: (n_v, m) Ritz values and squared first components of the Ritz
-    vectors per run; ``density`` on ``grid``: (1/n_v) Σ_runs Σ_j w_j N(x; θ_j, width²) where
-    ``width`` is the Gaussian's *standard deviation* (not its variance).
-    """
-
-    grid: np.ndarray
-    density: np.ndarray
-    nodes: np.ndarray
-    weights: np.ndarray
-    width: float
-    n_params: int
-    settings: dict
-    cost: Cost
-
-    def moment(self, p: int = 1) -> float:
-        """Quadrature estimate of (1/n) tr Hᵖ = mean over runs of Σ_j w_j θ_jᵖ."""
-        return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))
-
-    @property
-    def trace_estimate(self) -> float:
-        return self.n_params * self.moment(1)
-
-    @property
-    def trace_std_error(self) -> float:
-        per = self.n_params * np.sum(self.weights * self.nodes, axis=1)
-        return float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float("nan")
-
-    def to_frame(self) -> pd.DataFrame:
-        rows = [dict(quantity="slq_trace", value=self.trace_estimate,
-                     std_error=self.trace_std_error, unit="loss/param^2"),
-                dict(quantity="slq_lambda_max", value=float(self.nodes.max()), unit="loss/param^2"),
-                dict(quantity="slq_lambda_min", value=float(self.nodes.min()), unit="loss/param^2")]
-        return rows_to_frame(rows, {**self.settings, "width_std": self.width}, self.cost)
-
-    def plot(self, ax=None, log: bool = True):
-        fig = ax.figure if ax is not None else new_figure(figsize=(5, 3.5))
-        ax = ax or fig.add_subplot(111)
-        ax.plot(self.grid, np.maximum(self.density, 1e-300) if log else self.density)
-        if log:
-            ax.set_yscale("log")
-            ax.set_ylim(max(self.density.max() * 1e-8, 1e-300), self.density.max() * 2)
-        ax.set_xlabel("eigenvalue")
-        ax.set_ylabel("density")
-        ax.set_title(f"SLQ density (m={self.settings['m']}, n_v={self.settings['n_v']}, "
-                     f"std={self.width:.2g})")
-        return fig
-
-
 def spectral_density(probe: Probe, m: int = 80, n_v: int = 4, *, width: float | None = None,
                      grid_points: int = 2000, seed: int = 0) -> Density:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani et al. 2019).
@@ -341,28 +276,6 @@ def spectral_density(probe: Probe, m: int = 80, n_v: int = 4, *, width: float | 
     dens /= n_v * w * np.sqrt(2 * np.pi)
     return Density(grid, dens, nodes, weights, w, probe.numel,
                    dict(m=steps, n_v=n_v, seed=seed, width_meaning="std"), probe.cost() - start)
-
-
-@dataclass(frozen=True)
-class BlockSpectra:
-    """Per-block curvature: diagonal blocks H_bb (other blocks' weights held fixed)."""
-
-    table: pd.DataFrame
-    settings: dict
-    cost: Cost
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.table.copy()
-
-    def plot(self, quantity: str = "lambda_max"):
-        df = self.table[self.table.quantity == quantity]
-        fig = new_figure(figsize=(max(4, 0.5 * len(df) + 2), 3.5))
-        ax = fig.add_subplot(111)
-        ax.bar(df.block.astype(str), df.value, yerr=df.std_error.fillna(0))
-        ax.set_ylabel(quantity)
-        ax.tick_params(axis="x", rotation=60)
-        fig.tight_layout()
-        return fig
 
 
 def default_blocks(probe: Probe) -> dict:
@@ -408,11 +321,11 @@ def block_spectra(probe: Probe, blocks: dict | Sequence | None = None, *, k: int
         for i, (v, r) in enumerate(zip(eig.eigenvalues, eig.residuals)):
             q = "lambda_max" if (i == 0 and which == "LA") else f"lambda_{which}_{i}"
             rows.append(dict(block=name, pattern=str(pat), quantity=q, index=i, value=float(v),
-                             std_error=float(r), unit="loss/param^2", n_params=sub.numel))
+                             std_error=float(r), std_error_kind="residual",
+                             unit="loss/param^2", n_params=sub.numel))
         if tr:
             rows.append(dict(block=name, pattern=str(pat), quantity="trace", index=0,
-                             value=tr.estimate, std_error=tr.std_error, unit="loss/param^2",
-                             n_params=sub.numel))
+                             value=tr.estimate, std_error=tr.std_error, std_error_kind="sem",
+                             unit="loss/param^2", n_params=sub.numel))
     settings = dict(k=k, which=which, n_trace=n_trace, tol=tol, seed=seed)
-    table = rows_to_frame(rows, settings, None)
-    return BlockSpectra(table, settings, total)
+    return BlockSpectra(pd.DataFrame(rows), settings, total)

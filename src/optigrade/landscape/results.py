@@ -1,0 +1,299 @@
+"""The small frozen results every landscape function returns.
+
+Each is an :class:`optigrade._tables.Result`: ``.to_frame(run_id=…, subject=…, data=…)``
+gives tidy rows in the one schema (:data:`optigrade._tables.SCHEMA`), the repr is one compact
+line, and Jupyter renders the table.  ``.plot()`` returns a matplotlib figure drawn without
+pyplot state that Jupyter shows inline (it has a ``_repr_png_``).
+
+>>> import numpy as np
+>>> r = TraceResult(estimate=3.0, std_error=0.1, samples=np.array([2.9, 3.1]),
+...                 settings=dict(n=2), cost=Cost(hvp=2))
+>>> r
+TraceResult(estimate=3, std_error=0.1, samples=[2.9, 3.1], settings={n=2}, cost=Cost(loss=0, grad=0, hvp=2))
+>>> r.to_frame(subject="unlearned", data="forget").iloc[0][["quantity", "value", "std_error_kind"]].tolist()
+['hessian_trace', 3.0, 'sem']
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .._tables import Result
+from .probe import Cost
+
+__all__ = ["EigenResult", "TraceResult", "Density", "BlockSpectra", "SharpnessResult",
+           "CertifiedRadius", "Slice1D", "Slice2D", "new_figure"]
+
+CURVATURE = "loss/param^2"
+
+
+class InlineFigure(Figure):
+    """A Figure on an Agg canvas (no pyplot state: safe in scripts, tests and threads) that
+    Jupyter displays inline through ``_repr_png_``; a plain ``Figure`` made without pyplot
+    shows only as text there."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
+def new_figure(**kw) -> InlineFigure:
+    """An :class:`InlineFigure` with an Agg canvas; ``kw`` go to ``Figure``.
+
+    >>> fig = new_figure(figsize=(2, 2)); _ = fig.add_subplot(111).plot([0, 1])
+    >>> fig._repr_png_()[:4]
+    b'\\x89PNG'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = InlineFigure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _sem(x: float) -> str:
+    return "sem" if np.isfinite(x) else ""
+
+
+# ---------------------------------------------------------------------------------- spectra
+@dataclass(frozen=True, repr=False)
+class EigenResult(Result):
+    """Top-k eigenpairs of H.  ``residuals[i]`` = ‖H y_i − λ_i y_i‖ = |β_m s_{m,i}|, reported
+    as the row's ``std_error`` (kind "residual": it bounds the eigenvalue's error)."""
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray | None
+    residuals: np.ndarray
+    converged: np.ndarray
+    settings: dict
+    cost: Cost
+
+    @property
+    def n_hvp(self) -> int:
+        return self.cost.hvp
+
+    def _rows(self):
+        return [dict(quantity=f"eigenvalue_{self.settings['which']}", index=i, value=float(v),
+                     std_error=float(r), std_error_kind="residual", unit=CURVATURE,
+                     converged=bool(c))
+                for i, (v, r, c) in enumerate(zip(self.eigenvalues, self.residuals, self.converged))]
+
+
+@dataclass(frozen=True, repr=False)
+class TraceResult(Result):
+    """Stochastic estimate of tr H with its standard error."""
+
+    estimate: float
+    std_error: float
+    samples: np.ndarray
+    settings: dict
+    cost: Cost
+
+    def _rows(self):
+        return [dict(quantity="hessian_trace", value=self.estimate, std_error=self.std_error,
+                     std_error_kind=_sem(self.std_error), unit=CURVATURE)]
+
+
+@dataclass(frozen=True, repr=False)
+class Density(Result):
+    """Stochastic-Lanczos-quadrature spectral density (normalized to integrate to 1).
+
+    ``nodes``/``weights``: (n_v, m) Ritz values and squared first components of the Ritz
+    vectors per run; ``density`` on ``grid``: (1/n_v) Σ_runs Σ_j w_j N(x; θ_j, width²) where
+    ``width`` is the Gaussian's *standard deviation* (not its variance).
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    width: float
+    n_params: int
+    settings: dict
+    cost: Cost
+
+    def moment(self, p: int = 1) -> float:
+        """Quadrature estimate of (1/n) tr Hᵖ = mean over runs of Σ_j w_j θ_jᵖ."""
+        return float(np.mean(np.sum(self.weights * self.nodes ** p, axis=1)))
+
+    @property
+    def trace_estimate(self) -> float:
+        return self.n_params * self.moment(1)
+
+    @property
+    def trace_std_error(self) -> float:
+        per = self.n_params * np.sum(self.weights * self.nodes, axis=1)
+        return float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float("nan")
+
+    def _settings(self):
+        return {**self.settings, "width_std": self.width}
+
+    def _rows(self):
+        se = self.trace_std_error
+        return [dict(quantity="slq_trace", value=self.trace_estimate, std_error=se,
+                     std_error_kind=_sem(se), unit=CURVATURE),
+                dict(quantity="slq_lambda_max", value=float(self.nodes.max()), unit=CURVATURE),
+                dict(quantity="slq_lambda_min", value=float(self.nodes.min()), unit=CURVATURE)]
+
+    def plot(self, ax=None, log: bool = True):
+        fig = ax.figure if ax is not None else new_figure(figsize=(5, 3.5))
+        ax = ax or fig.add_subplot(111)
+        ax.plot(self.grid, np.maximum(self.density, 1e-300) if log else self.density)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(max(self.density.max() * 1e-8, 1e-300), self.density.max() * 2)
+        ax.set_xlabel("eigenvalue")
+        ax.set_ylabel("density")
+        ax.set_title(f"SLQ density (m={self.settings['m']}, n_v={self.settings['n_v']}, "
+                     f"std={self.width:.2g})")
+        return fig
+
+
+@dataclass(frozen=True, repr=False)
+class BlockSpectra(Result):
+    """Per-block curvature: diagonal blocks H_bb (other blocks' weights held fixed).
+
+    ``table``: one row per block × quantity (columns block, pattern, quantity, index, value,
+    std_error, std_error_kind, unit, n_params); ``to_frame()`` adds the schema's columns.
+    """
+
+    table: pd.DataFrame
+    settings: dict
+    cost: Cost
+
+    def _rows(self):
+        return self.table.to_dict("records")
+
+    def plot(self, quantity: str = "lambda_max"):
+        df = self.table[self.table.quantity == quantity]
+        fig = new_figure(figsize=(max(4, 0.5 * len(df) + 2), 3.5))
+        ax = fig.add_subplot(111)
+        ax.bar(df.block.astype(str), df.value, yerr=df.std_error.fillna(0))
+        ax.set_ylabel(quantity)
+        ax.tick_params(axis="x", rotation=60)
+        fig.tight_layout()
+        return fig
+
+
+# -------------------------------------------------------------------------------- sharpness
+@dataclass(frozen=True, repr=False)
+class SharpnessResult(Result):
+    """One sharpness number: ``value`` = L(perturbed) − L(θ) (or σ* for PAC-Bayes)."""
+
+    kind: str
+    value: float
+    std_error: float
+    loss: float
+    settings: dict
+    cost: Cost
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def _rows(self):
+        unit = "param-space std" if self.kind == "pac_bayes_sigma" else "loss"
+        return [dict(quantity=self.kind, value=self.value, std_error=self.std_error,
+                     std_error_kind=_sem(self.std_error), unit=unit),
+                dict(quantity="loss_at_checkpoint", value=self.loss, unit="loss")]
+
+
+# ---------------------------------------------------------------------------------- certify
+@dataclass(frozen=True, repr=False)
+class CertifiedRadius(Result):
+    """A certified ℓ2 radius (in weight space, same units as θ) and what produced it."""
+
+    radius: float
+    certified: bool
+    bound: float
+    estimate: float
+    n: int
+    settings: dict
+    cost: Cost
+
+    def _rows(self):
+        noise = self.settings["sigma"] * np.sqrt(self.settings.get("n_params", 0))
+        return [dict(quantity="certified_radius", value=self.radius, unit="l2 weight norm",
+                     certified=self.certified),
+                dict(quantity="smoothed_metric_bound", value=self.bound, unit="probability"),
+                dict(quantity="smoothed_metric_estimate", value=self.estimate, unit="probability"),
+                dict(quantity="noise_norm_approx", value=noise, unit="l2 weight norm")]
+
+
+# ----------------------------------------------------------------------------------- slices
+@dataclass(frozen=True, repr=False)
+class _Slice(Result):
+    """Losses on a grid of points around θ0; ``kind`` names how the grid was laid out."""
+
+    losses: np.ndarray
+    kind: str
+    settings: dict
+    cost: Cost
+
+    def _settings(self):
+        return {"kind": self.kind, **self.settings}
+
+
+@dataclass(frozen=True, repr=False)
+class Slice1D(_Slice):
+    """Losses L(θ0 + α·d) along one line (or between checkpoints: θ(α) = (1−α)θa + αθb);
+    ``extras``: scalars measured alongside (dHd, second_difference, barrier, ...)."""
+
+    alphas: np.ndarray
+    extras: dict = field(default_factory=dict)
+
+    def _rows(self):
+        rows = [dict(quantity="loss", index=i, alpha=float(a), value=float(l), unit="loss")
+                for i, (a, l) in enumerate(zip(self.alphas, self.losses))]
+        return rows + [dict(quantity=k, value=float(v), unit="") for k, v in self.extras.items()]
+
+    def plot(self, ax=None):
+        fig = ax.figure if ax is not None else new_figure(figsize=(5, 3.5))
+        ax = ax or fig.add_subplot(111)
+        ax.plot(self.alphas, self.losses, marker=".")
+        ax.set_xlabel("α")
+        ax.set_ylabel("loss")
+        ax.set_title(self.kind)
+        return fig
+
+
+@dataclass(frozen=True, repr=False)
+class Slice2D(_Slice):
+    """Losses on a plane θ0 + a·d1 + b·d2; ``losses[j, i]`` is at (xs[i], ys[j]);
+    ``points`` names the (a, b) of checkpoints drawn on the plane."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    points: dict = field(default_factory=dict)
+
+    def _rows(self):
+        return [dict(quantity="loss", index=j * len(self.xs) + i, a=float(x), b=float(y),
+                     value=float(self.losses[j, i]), unit="loss")
+                for j, y in enumerate(self.ys) for i, x in enumerate(self.xs)]
+
+    def plot(self, kind: str = "both", levels: int = 30):
+        """Contour and/or 3-D surface; marks the named points (checkpoints) if any."""
+        if kind not in ("contour", "surface", "both"):
+            raise ValueError(f"kind must be 'contour', 'surface' or 'both', got {kind!r}")
+        n = 2 if kind == "both" else 1
+        fig = new_figure(figsize=(5 * n, 4))
+        X, Y = np.meshgrid(self.xs, self.ys)
+        col = 1
+        if kind in ("contour", "both"):
+            ax = fig.add_subplot(1, n, col)
+            cs = ax.contour(X, Y, self.losses, levels=levels)
+            ax.clabel(cs, fontsize=6)
+            for name, (x, y) in self.points.items():
+                ax.plot(x, y, "k*")
+                ax.annotate(name, (x, y))
+            ax.set_xlabel("a (d1)")
+            ax.set_ylabel("b (d2)")
+            col += 1
+        if kind in ("surface", "both"):
+            ax = fig.add_subplot(1, n, col, projection="3d")
+            ax.plot_surface(X, Y, self.losses, cmap="viridis")
+            ax.set_zlabel("loss")
+        fig.suptitle(self.kind)
+        return fig
