@@ -1,10 +1,14 @@
-"""Attacks: RTN against hand-computed values, idempotence, and no attack edits its input."""
+"""Attacks: RTN against hand-computed values, idempotence, no attack edits its input, and the
+attack table (specs validate like the study YAML, resolve to the function's defaults, apply)."""
 
+import inspect
 
 import pytest
 import torch
 
-from optigrade.analysis.attacks import quantize_rtn, quantize_tensor, relearn, weight_noise, forget_halves
+from optigrade._validate import ConfigError
+from optigrade.analysis.attacks import (ATTACK_KINDS, ATTACKS, apply_attack, attack_spec, forget_halves,
+                                        quantize_rtn, relearn, resolved, rtn_quantize, weight_noise)
 
 
 class Lin(torch.nn.Module):
@@ -31,13 +35,13 @@ def test_rtn_hand_example_groups_and_asymmetric():
     w = torch.tensor([[1.0, 0.5, 0.3, -0.2]])
     # group_size 2, 2 bits symmetric: qmax = 1. group [1, .5]: s=1 -> [1, 0] (0.5 -> 0, half to even)
     # group [.3, -.2]: s=.3 -> [.3, -.3] (-0.667 -> -1)
-    got = quantize_tensor(w, bits=2, group_size=2)
+    got = rtn_quantize(w, bits=2, group_size=2)
     torch.testing.assert_close(got, torch.tensor([[1.0, 0.0, 0.3, -0.3]]), rtol=0, atol=1e-6)
     # asymmetric 2 bits per row, w = [1, .5, .3, -.3]: s = 1.3/3, z = round(.3/s = .69) = 1,
     # codes round(w/s) + z = [2, 1, 1, -1] + 1 = [3, 2, 2, 0] -> (codes - z)·s = [2s, s, s, -s]
     w = torch.tensor([[1.0, 0.5, 0.3, -0.3]])
     s = 1.3 / 3
-    got = quantize_tensor(w, bits=2, symmetric=False)
+    got = rtn_quantize(w, bits=2, symmetric=False)
     torch.testing.assert_close(got, torch.tensor([[2 * s, s, s, -s]]), rtol=0, atol=1e-6)
 
 
@@ -61,7 +65,7 @@ def test_rtn_leaves_embeddings_and_input_alone():
     assert torch.equal(q.emb.weight, m.emb.weight)
     assert not torch.equal(q.fc.weight, m.fc.weight)
     assert torch.equal(quantize_rtn(m, bits=2, include_embeddings=True).emb.weight,
-                       quantize_tensor(m.emb.weight, 2))
+                       rtn_quantize(m.emb.weight, 2))
 
 
 def test_rtn_bad_inputs():
@@ -108,3 +112,93 @@ def test_relearn_reduces_forget_loss(small_bench, small_model):
     r = relearn(small_model, small_bench, steps=6, lr=3e-3, seed=0)
     m1 = small_bench.evaluate(r, splits=["forget"], general=False)["forget_nll"]
     assert m1 < m0
+
+
+# ----------------------------------------------------------------------------- the attack table
+# what the function takes besides its settings (passed by apply_attack, never by the YAML)
+_CALL_ARGS = {"quantize": {"model"}, "relearn": {"model", "benchmark", "seed", "progress"},
+              "noise": {"model", "seed"}, "gguf": {"model", "source_types"}}
+
+
+@pytest.mark.parametrize("kind", ATTACK_KINDS)
+def test_spec_fields_are_the_function_settings(kind):
+    """resolved() of an empty spec is the function's signature defaults, in argument order (the
+    study's attack_* columns and run hashes derive from it)."""
+    fn, spec = ATTACKS.get(kind), ATTACKS.meta(kind)["spec"]
+    sig = inspect.signature(fn).parameters
+    want = {k: p.default for k, p in sig.items() if k not in _CALL_ARGS[kind]}
+    got = {n: f.default for n, f in spec.model_fields.items() if n not in ("kind", "label")}
+    assert list(got) == list(want)
+    required = [k for k, v in want.items() if v is inspect.Parameter.empty]
+    assert {k: v for k, v in got.items() if k not in required} == {k: v for k, v in want.items() if k not in required}
+    assert all(spec.model_fields[k].is_required() for k in required)
+    meta = ATTACKS.meta(kind)
+    assert meta["benchmark"] == ("benchmark" in sig) and meta["seed"] == ("seed" in sig)
+
+
+def test_attack_spec_round_trip_keeps_values_as_given():
+    d = {"kind": "relearn", "label": "rl", "steps": 30, "lr": 1, "protocol": "half"}
+    s = attack_spec(d)
+    assert s.to_dict() == {"kind": "relearn", "label": "rl", "steps": 30, "lr": 1, "protocol": "half"}
+    assert resolved(s)["lr"] == 1 and isinstance(resolved(s)["lr"], int)  # no float coercion
+    assert list(resolved(s)) == ["steps", "lr", "n_samples", "batch_size", "split", "protocol", "weight_decay",
+                                 "warmup"]
+    nested = attack_spec({"kind": "quantize", "settings": {"bits": 8}, "group_size": 32})
+    assert nested.settings == {"bits": 8, "group_size": 32} and nested.key == "quantize"
+    assert attack_spec(s) is s
+
+
+BAD_SPECS = [
+    ({"kind": "prune"}, ["attacks[0]: unknown attack kind 'prune'", "choose from: quantize, relearn, noise, gguf"]),
+    ([1, 2], ["attacks[0] must be a mapping like {kind: quantize, bits: 4}"]),
+    ({"kind": "quantize", "bitz": 4}, ["attacks[0] (quantize): unknown setting(s) ['bitz']; allowed: ['bits',"]),
+    ({"kind": "noise", "label": "n"}, ["attacks[0] (n): missing required setting(s) ['sigma']",
+                                       "{kind: noise, sigma: 0.01}"]),
+    ({"kind": "quantize", "bits": 1}, ["bits=1 is outside 2..8"]),
+    ({"kind": "quantize", "bits": True}, ["bits=True is outside 2..8"]),
+    ({"kind": "quantize", "group_size": 0}, ["group_size=0 must be a positive integer or null"]),
+    ({"kind": "quantize", "modules": "mlp[("}, ["modules='mlp[(' is not a valid regular expression"]),
+    ({"kind": "quantize", "symmetric": 1}, ["symmetric=1 is not valid (input should be a valid boolean)",
+                                            "e.g. symmetric: true"]),
+    ({"kind": "relearn", "protocol": "thirds"}, ["protocol must be one of ['full', 'half'], got 'thirds'"]),
+    ({"kind": "relearn", "lr": -1.0}, ["lr must be > 0, got -1.0"]),
+    ({"kind": "relearn", "steps": 0}, ["steps must be an integer >= 1, got 0"]),
+    ({"kind": "relearn", "n_samples": 0}, ["n_samples must be an integer >= 1, got 0"]),
+    ({"kind": "relearn", "batch_size": 2.5}, ["batch_size must be an integer >= 1, got 2.5"]),
+    ({"kind": "noise", "sigma": -0.1}, ["sigma must be >= 0, got -0.1"]),
+    ({"kind": "noise", "sigma": float("inf")}, ["sigma must be >= 0, got inf"]),
+    ({"kind": "gguf", "types": "Q4_K"}, ["unsupported GGUF type 'Q4_K'", "K-quants"]),
+    ({"kind": "gguf", "types": "F32"}, ["'F32' as a whole-model type"]),
+    ({"kind": "gguf", "types": {"w": "Q3"}}, ["unsupported GGUF type 'Q3' in types['w']"]),
+    ({"kind": "quantize", "label": 3}, ["label=3 is not valid"]),
+]
+
+
+@pytest.mark.parametrize("d,words", BAD_SPECS, ids=[str(i) for i in range(len(BAD_SPECS))])
+def test_bad_attack_spec_named(d, words):
+    with pytest.raises(ConfigError) as e:
+        attack_spec(d)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_check_model(small_model):
+    attack_spec({"kind": "quantize", "group_size": 16}).check_model(small_model)
+    with pytest.raises(ConfigError, match=r"attacks\[1\] \(q\): group_size=24 does not divide the row length"):
+        attack_spec({"kind": "quantize", "label": "q", "group_size": 24}).check_model(small_model, "attacks[1]")
+    with pytest.raises(ConfigError, match="modules='no_such' selects no nn.Linear weight"):
+        attack_spec({"kind": "noise", "sigma": 0.1, "modules": "no_such"}).check_model(small_model)
+    with pytest.raises(ConfigError, match="types 'source' needs a model loaded from a GGUF file.*model 'tiny'"):
+        attack_spec({"kind": "gguf"}).check_model(small_model, model_name="tiny")
+    attack_spec({"kind": "gguf", "types": "Q8_0"}).check_model(small_model)
+
+
+def test_apply_attack_matches_direct_calls(small_bench, small_model):
+    cases = [({"kind": "quantize", "bits": 3, "group_size": 16}, lambda: quantize_rtn(small_model, 3, 16)),
+             ({"kind": "noise", "sigma": 0.05}, lambda: weight_noise(small_model, 0.05, seed=7)),
+             ({"kind": "relearn", "steps": 2, "lr": 1e-3, "protocol": "half"},
+              lambda: relearn(small_model, small_bench, steps=2, lr=1e-3, protocol="half", seed=7))]
+    for d, direct in cases:
+        a, b = apply_attack(attack_spec(d), small_model, small_bench, seed=7), direct()
+        for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+            assert torch.equal(p, q), (d["kind"], n)

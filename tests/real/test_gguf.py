@@ -12,7 +12,7 @@ def _same(a, b):
 
 
 def test_requantize_to_source_types_is_bit_exact(smollm2):
-    from optigrade.analysis.gguf import requantize_gguf
+    from optigrade.analysis.attacks.gguf import requantize_gguf
 
     model, _ = smollm2
     before = model.model.layers[0].mlp.down_proj.weight.clone()
@@ -22,7 +22,7 @@ def test_requantize_to_source_types_is_bit_exact(smollm2):
 
 
 def test_other_type_changes_weights_within_half_a_step(smollm2):
-    from optigrade.analysis.gguf import quantize_weight
+    from optigrade.analysis.attacks.gguf import quantize_weight
 
     w = smollm2[0].model.layers[0].mlp.down_proj.weight
     raw, deq = quantize_weight(w, "Q8_0")
@@ -36,7 +36,7 @@ def test_other_type_changes_weights_within_half_a_step(smollm2):
 
 
 def test_unsupported_type_lists_supported_ones(smollm2):
-    from optigrade.analysis.gguf import bin_crossing_gguf, export_gguf, requantize_gguf
+    from optigrade.analysis.attacks.gguf import bin_crossing_gguf, export_gguf, requantize_gguf
 
     model, tok = smollm2
     for bad in ("Q4_K", "int4", "F32"):
@@ -51,7 +51,7 @@ def test_unsupported_type_lists_supported_ones(smollm2):
 def test_source_types_required_for_a_plain_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from optigrade.analysis.gguf import requantize_gguf
+    from optigrade.analysis.attacks.gguf import requantize_gguf
 
     m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                      num_attention_heads=2, num_key_value_heads=2))
@@ -62,7 +62,7 @@ def test_source_types_required_for_a_plain_model():
 
 
 def test_qk_permutation_inverts_transformers_loader():
-    from optigrade.analysis.gguf import permute_qk, unpermute_qk
+    from optigrade.analysis.attacks.gguf import permute_qk, unpermute_qk
 
     w = np.arange(12 * 8, dtype=np.float32).reshape(12, 8)
     assert np.array_equal(unpermute_qk(permute_qk(w, 3), 3), w)
@@ -81,8 +81,8 @@ def test_export_round_trip_is_bit_exact(smollm2, tmp_path):
     import gguf
     from transformers import AutoModelForCausalLM
 
-    from optigrade.analysis.gguf import export_gguf
-    from optigrade.unlearning.smollm2 import smollm2_gguf_path
+    from optigrade.analysis.attacks.gguf import export_gguf
+    from optigrade.unlearning.models.smollm2 import smollm2_gguf_path
 
     model, tok = smollm2
     path = export_gguf(model, tok, tmp_path / "smollm2-reexport.gguf")
@@ -102,7 +102,7 @@ def test_short_unlearning_then_gguf_reexport(fresh_smollm2, facts, smollm2):
     then the GGUF re-export (source types) is measured (reported, not asserted: SPEC §4c saw the
     forgotten answers come back)."""
     from optigrade import optimizers
-    from optigrade.analysis.gguf import bin_crossing_gguf, requantize_gguf
+    from optigrade.analysis.attacks.gguf import bin_crossing_gguf, requantize_gguf
     from optigrade.unlearning import GradDiff, unlearn
 
     model, _ = fresh_smollm2
