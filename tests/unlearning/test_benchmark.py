@@ -1,10 +1,12 @@
-"""The embedded synthetic-facts benchmark: determinism, splits, tokenizer, metrics."""
+"""The embedded synthetic-facts benchmark: determinism, splits, tokenizer, metrics, registry."""
+
+import json
 
 import pytest
 import torch
 
 from optigrade.unlearning import SyntheticFacts
-from optigrade.unlearning.synthetic import ATTRIBUTES
+from optigrade.unlearning.benchmarks import ATTRIBUTES
 
 
 def test_sizes_and_split_by_entity(bench):
@@ -50,7 +52,7 @@ def test_labels_mask_the_prompt(bench):
 def test_greedy_match_equals_generate(bench, pretrained):
     """The teacher-forced exact match is the greedy-decoding exact match (checked with
     model.generate on examples the model gets right and wrong)."""
-    from optigrade.unlearning.benchmark import answer_stats
+    from optigrade.unlearning.benchmarks import answer_stats
 
     model = pretrained[0]
     tok = bench.tokenizer
@@ -81,3 +83,33 @@ def test_pretrained_model_knows_the_facts(bench, pretrained):
 def test_bad_benchmark_settings(kw, msg):
     with pytest.raises(ValueError, match=msg):
         SyntheticFacts(**kw)
+
+
+def test_registry_and_declared_kwargs():
+    from optigrade.unlearning import BENCHMARKS, benchmark_kwargs
+    from optigrade.unlearning.benchmarks import RealFacts
+
+    assert BENCHMARKS.get("synthetic") is SyntheticFacts and BENCHMARKS.get("smollm2-facts") is RealFacts
+    assert benchmark_kwargs("synthetic") == {"n_entities": 200, "forget_fraction": 0.1, "seed": 0, "n_general": 1500}
+    real = benchmark_kwargs("smollm2-facts")
+    assert {"n_forget", "n_retain", "per_topic", "forget_fraction", "seed"} <= set(real)
+    assert not {"model", "tokenizer", "progress", "self"} & set(real)
+    b = BENCHMARKS.get("synthetic")(**{**benchmark_kwargs("synthetic"), "n_entities": 20})
+    assert b.n_entities == 20 and len(b.forget) == 2 * len(ATTRIBUTES)
+
+
+def test_packaged_data_is_found():
+    from optigrade.unlearning.benchmarks import real_facts
+
+    assert len(json.loads(real_facts._data("real_facts.json"))["facts"]) >= 100
+    assert len(json.loads(real_facts._data("general_text.json"))["sentences"]) >= 10
+
+
+def test_batches_land_on_the_requested_device(bench):
+    gen = torch.Generator().manual_seed(0)
+    b = next(bench.batches("forget", 4, gen, device=torch.device("cpu")))
+    assert {v.device.type for v in b.values()} == {"cpu"} and b["input_ids"].shape[0] == 4
+    # the same generator state gives the same batch whatever the device argument
+    a = next(bench.batches("forget", 4, torch.Generator().manual_seed(0)))
+    b = next(bench.batches("forget", 4, torch.Generator().manual_seed(0), device="cpu"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

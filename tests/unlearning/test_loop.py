@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from optigrade import optimizers
-from optigrade.unlearning import GradDiff, UnlearnConfig, load, run_unlearn, unlearn
+from optigrade.unlearning import GradDiff, UnlearnConfig, load_model, run_unlearn, unlearn
 
 
 def test_adam_graddiff_reaches_target_keeping_retain(bench, tiny_model):
@@ -44,7 +44,7 @@ def test_same_seed_same_checkpoint_and_log(bench, pretrained, tmp_path):
         out = tmp_path / f"run{k}"
         run_unlearn(cfg, out=out, benchmark=bench, model=copy.deepcopy(pretrained[0]), progress=False)
         outs.append(out)
-    a, b = load(outs[0]), load(outs[1])
+    (a, _), (b, _) = load_model(outs[0]), load_model(outs[1])
     for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert na == nb and torch.equal(pa, pb), na
     la, lb = pd.read_csv(outs[0] / "log.csv"), pd.read_csv(outs[1] / "log.csv")
@@ -72,12 +72,14 @@ def test_checkpoint_layout_and_manifest(bench, pretrained, tmp_path):
 
 
 def test_nothing_half_written_on_failure(bench, pretrained, tmp_path, monkeypatch):
+    import optigrade.unlearning.loop as loop_mod
     import optigrade.unlearning.run as run_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(run_mod, "atomic_write_json", boom)
+    for mod in (run_mod, loop_mod):  # whichever writes the manifest (run.save_checkpoint or UnlearnResult)
+        monkeypatch.setattr(mod, "atomic_write_json", boom, raising=False)
     cfg = UnlearnConfig(steps=2, target=None, eval_every=2)
     with pytest.raises(RuntimeError, match="disk full"):
         run_unlearn(cfg, out=tmp_path / "x", benchmark=bench, model=copy.deepcopy(pretrained[0]), progress=False)
@@ -99,3 +101,44 @@ def test_bad_retain_floor_is_refused():
 
     with pytest.raises(ConfigError, match="retain_floor must be in"):
         UnlearnConfig(retain_floor=1.5).validate()
+
+
+def test_save_pretrained_reopens_with_transformers(bench, tiny_model, tmp_path):
+    """UnlearnResult keeps its model and tokenizer; save_pretrained writes a directory that
+    AutoModelForCausalLM / AutoTokenizer and load_model open, with the same logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    opt = optimizers.make("adam", tiny_model.parameters(), lr=1e-3)
+    res = unlearn(tiny_model, GradDiff(), opt, bench, steps=2, eval_every=2, final_eval=False, progress=False)
+    assert res.model is tiny_model and res.tokenizer is bench.tokenizer
+    out = res.save_pretrained(tmp_path / "ckpt", manifest={"note": "x"})
+    assert json.loads((out / "manifest.json").read_text()) == {"note": "x"}
+    assert len(pd.read_csv(out / "log.csv")) == 2
+    batch = bench.encode_qa(bench.forget[:4])
+    want = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    hf = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok(bench.forget[0].prompt)["input_ids"] == bench.tokenizer(bench.forget[0].prompt)["input_ids"]
+    model, tok2 = load_model(out)
+    for m in (hf, model):
+        got = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert torch.equal(got, want)
+    assert len(tok2) == len(bench.tokenizer)
+    # refuses to overwrite unless asked; the default manifest is the run's summary
+    with pytest.raises(FileExistsError, match="overwrite"):
+        res.save_pretrained(out)
+    res.save_pretrained(out, overwrite=True)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["steps"] == 2 and man["stop_reason"] == "budget"
+    assert not list(tmp_path.glob(".ckpt.*"))
+
+
+def test_load_model_by_name_returns_model_and_tokenizer(bench, pretrained):
+    from optigrade.unlearning import MODELS
+
+    assert {"tiny", "smollm2"} <= set(MODELS.names())
+    model, tok = load_model("tiny")  # the cached pretrained tiny model on the default benchmark
+    assert tok.get_vocab() == bench.tokenizer.get_vocab()
+    for (n, p), (_, q) in zip(model.named_parameters(), pretrained[0].named_parameters()):
+        assert torch.equal(p, q), n
+    assert not model.training

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from optigrade.unlearning import GA, NPO, WGA, GradDiff, SimNPO, make_objective
-from optigrade.unlearning.benchmark import IGNORE
+from optigrade._lm import IGNORE
 
 
 class FixedLogits(torch.nn.Module):
@@ -104,8 +104,42 @@ def test_parts_sum_to_total_and_gradients_flow():
     ("npo", {"beta": 0}, "beta must be > 0"),
     ("graddiff", {"alpha": -1}, "alpha must be >= 0"),
     ("simnpo", {"gamma": -0.1}, "gamma must be > 0"),
-    ("npo", {"bogus": 1}, "bad settings"),
+    ("npo", {"bogus": 1}, r"objective 'npo' takes alpha, beta; got unknown 'bogus'"),
+    ("simnpo", {"detla": 1}, r"takes alpha, beta, delta, gamma; got unknown 'detla' \(did you mean 'delta'\?\)"),
+    ("simnpo", {"delta": float("nan")}, "delta must be a finite number"),
+    ("wga", {"beta": True}, "beta must be > 0"),
 ])
 def test_bad_objective_settings(name, kw, msg):
     with pytest.raises(ValueError, match=msg):
         make_objective(name, **kw)
+
+
+def test_unknown_keys_and_bad_values_are_config_errors():
+    from optigrade._validate import ConfigError
+
+    for name, kw in [("dpo", {}), ("npo", {"betta": 0.1}), ("npo", {"beta": -1})]:
+        with pytest.raises(ConfigError):
+            make_objective(name, **kw)
+
+
+@pytest.mark.parametrize("name", ["ga", "graddiff", "npo", "simnpo", "wga"])
+def test_every_hyperparameter_is_reachable_by_name(name):
+    """objective_hyperparameters lists exactly the constructor's fields; each one set through
+    make_objective lands on the object and in its settings (the manifest)."""
+    from optigrade.unlearning import OBJECTIVES, objective_hyperparameters
+
+    hp = objective_hyperparameters(name)
+    assert "alpha" in hp and hp == {k: getattr(OBJECTIVES.get(name)(), k) for k in hp}
+    over = {k: v * 2 + 0.5 for k, v in hp.items()}
+    obj = make_objective(name, **over)
+    s = obj.settings()
+    assert all(getattr(obj, k) == v == s[k] for k, v in over.items())
+    assert s["name"] == name and set(s) == set(hp) | {"name", "needs_reference", "needs_retain"}
+
+
+def test_registry_and_capabilities():
+    from optigrade.unlearning import OBJECTIVES
+
+    assert OBJECTIVES.names() == ["ga", "graddiff", "npo", "simnpo", "wga"]
+    assert OBJECTIVES.get("NPO") is NPO and NPO.needs_reference and not GA.needs_retain
+    assert NPO(beta=0.3).name == "npo"

@@ -1,26 +1,39 @@
 """optigrade.unlearning: benchmarks, models, objectives and the unlearn loop.
 
+Three registries name what a config can ask for; each implementation registers itself:
+
+    >>> from optigrade.unlearning import BENCHMARKS, MODELS, OBJECTIVES
+    >>> BENCHMARKS.names(), MODELS.names(), OBJECTIVES.names()
+    (['smollm2-facts', 'synthetic'], ['smollm2', 'tiny'], ['ga', 'graddiff', 'npo', 'simnpo', 'wga'])
+
+A run on the embedded default (``pretrained_tiny`` pretrains for about a minute on first use,
+then loads from the cache)::
+
     >>> from optigrade.unlearning import SyntheticFacts, pretrained_tiny, NPO, unlearn
     >>> from optigrade import optimizers
     >>> bench = SyntheticFacts()                       # the embedded default benchmark
-    >>> model, _ = pretrained_tiny(bench)              # doctest: +SKIP (cached after first use)
+    >>> model, _ = pretrained_tiny(bench)              # doctest: +SKIP
     >>> opt = optimizers.make("adam", model.parameters(), lr=1e-3)  # doctest: +SKIP
     >>> res = unlearn(model, NPO(), opt, bench, steps=200, target=0.1)  # doctest: +SKIP
+    >>> res.save_pretrained("runs/npo-adam")          # doctest: +SKIP
 """
 
-from .benchmark import QA, Benchmark, token_nll
-from .loop import UnlearnResult, trainable_parameters, unlearn
-from .models import ModelLoadError, TinyConfig, PretrainConfig, load, pretrain, pretrained_tiny, tiny_llama
-from .objectives import GA, NPO, OBJECTIVES, WGA, GradDiff, Objective, Reference, SimNPO, make_objective
+from .._validate import ModelLoadError
+from .benchmarks import BENCHMARKS, QA, Benchmark, SyntheticFacts, benchmark_kwargs
+from .loop import UnlearnResult, unlearn
+from .models import MODELS, PretrainConfig, TinyConfig, pretrain, pretrained_tiny, tiny_llama
+from .models import load as load_model
+from .objectives import (GA, NPO, OBJECTIVES, WGA, GradDiff, Objective, Reference, SimNPO, make_objective,
+                         objective_hyperparameters)
 from .run import ConfigError, UnlearnConfig, run_unlearn, save_checkpoint
-from .synthetic import SyntheticFacts
+from .schedules import cosine_schedule
 
 __all__ = [
-    "QA", "Benchmark", "SyntheticFacts", "token_nll",
-    "TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load", "ModelLoadError",
-    "Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "Reference", "make_objective", "OBJECTIVES",
-    "unlearn", "UnlearnResult", "trainable_parameters",
+    "QA", "Benchmark", "SyntheticFacts", "BENCHMARKS", "benchmark_kwargs",
+    "TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load_model", "MODELS",
+    "ModelLoadError",
+    "Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "Reference", "make_objective",
+    "objective_hyperparameters", "OBJECTIVES",
+    "unlearn", "UnlearnResult", "cosine_schedule",
     "UnlearnConfig", "ConfigError", "run_unlearn", "save_checkpoint",
 ]
-
-from . import smollm2  # noqa: E402,F401  registers the 'smollm2' model and 'smollm2-facts' benchmark

@@ -1,7 +1,8 @@
 """Unlearning objectives (SPEC §5): a scalar to *minimise*, split into forget and retain terms.
 
 Notation: ℓ(D) = token-weighted mean answer NLL on batch D; NLL_seq(y|x) = summed answer-token
-NLL of one sequence; log π(y|x) = −NLL_seq; π_ref = the frozen model at the start of unlearning.
+NLL of one sequence; log π(y|x) = −NLL_seq; π_ref = the frozen model at the start of unlearning
+(every NLL is :mod:`optigrade._lm`'s).
 
 =========  ====================================================================  ==========
 name       forget term L_f                                                       retain L_r
@@ -19,43 +20,59 @@ one public implementation).
 
 An objective is called as ``objective(model, forget_batch, retain_batch, reference)`` and
 returns the scalar ``L_f + L_r``; ``objective.parts(...)`` returns both terms (SAM and GRU need
-them).  ``reference`` provides ``seq_logprob(batch)`` (see :class:`Reference`).
+them).  ``reference`` provides ``seq_logprob(batch)`` (see :class:`Reference`).  Build one by
+name with :func:`make_objective`; :func:`objective_hyperparameters` lists what it takes.
+
+The examples below use a tiny Llama whose output layer is zeroed: every next-token distribution
+is uniform over the V words, so every token NLL is exactly log V (the synthetic answers are one
+token each).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Dict
+import difflib
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Callable, ClassVar, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from .benchmark import token_nll
+from .._device import model_device
+from .._lm import lm_logits, mean_nll, seq_nll, token_nll
+from .._registry import Registry
+from .._validate import ConfigError, non_negative, positive
 
-__all__ = ["Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "Reference", "make_objective",
-           "OBJECTIVES", "mean_nll", "seq_nll"]
+__all__ = ["Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "Reference", "OBJECTIVES",
+           "make_objective", "objective_hyperparameters"]
+
+#: objective name → :class:`Objective` subclass; each class registers itself
+OBJECTIVES: Registry = Registry("objective")
+
+#: how one hyperparameter is checked: (check(name, value, meaning, fix), meaning, value to try)
+Rule = Tuple[Callable[..., Any], str, Any]
 
 
-def _logits(model, batch):
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-
-
-def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """ℓ: token-weighted mean NLL over every unmasked token of the batch."""
-    nll, mask = token_nll(logits, labels)
-    return nll.sum() / mask.sum().clamp_min(1)
-
-
-def seq_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(NLL_seq [B], |y| [B]): summed answer-token NLL and answer length per sequence."""
-    nll, mask = token_nll(logits, labels)
-    return nll.sum(1), mask.sum(1)
+def _finite(name: str, value, meaning: str, fix) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}; {meaning}, try {fix}")
+    return float(value)
 
 
 class Reference:
     """The frozen starting model π_ref, with per-example sequence log-probs cached by
-    ``batch["index"]`` (forget sets are small; each example is scored once)."""
+    ``batch["index"]`` (forget sets are small; each example is scored once).
+
+        >>> import torch
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20)
+        >>> model = tiny_llama(len(bench.tokenizer), tokenizer=bench.tokenizer)
+        >>> ref = Reference(model)                        # a frozen copy
+        >>> lp = ref.seq_logprob(bench.encode_qa(bench.forget[:3]))
+        >>> lp.shape, bool((lp < 0).all()), any(p.requires_grad for p in ref.model.parameters())
+        (torch.Size([3]), True, False)
+    """
 
     def __init__(self, model) -> None:
         self.model = copy.deepcopy(model).eval()
@@ -65,11 +82,12 @@ class Reference:
 
     @torch.no_grad()
     def seq_logprob(self, batch) -> torch.Tensor:
+        """log π_ref(y|x) [B] of the batch's examples, on the batch's device."""
         idx = batch["index"].tolist()
         missing = [i for i, k in enumerate(idx) if k not in self._cache]
         if missing:
             sub = {k: v[missing] for k, v in batch.items()}
-            nll, _ = seq_nll(_logits(self.model, sub), sub["labels"])
+            nll, _ = seq_nll(lm_logits(self.model, sub), sub["labels"])
             for j, v in zip(missing, nll.tolist()):
                 self._cache[idx[j]] = -v
         dev = batch["input_ids"].device
@@ -78,25 +96,42 @@ class Reference:
 
 @dataclass
 class Objective:
-    """Base: subclasses implement :meth:`forget_term`; the retain term is α·ℓ(retain)."""
+    """Base: subclasses implement :meth:`forget_term`; the retain term is α·ℓ(retain).
+
+    Every hyperparameter (dataclass field) has a rule in :attr:`checks` (merged along the class
+    hierarchy) and is checked on construction, naming the value and a fix:
+
+        >>> GradDiff(alpha=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: alpha must be >= 0, got -1; the retain-loss weight, try 1.0
+    """
 
     alpha: float = 1.0
-    name: str = field(default="objective", init=False)
-    needs_reference: bool = field(default=False, init=False)
-    needs_retain: bool = field(default=True, init=False)
+
+    name: ClassVar[str] = "objective"
+    needs_reference: ClassVar[bool] = False
+    needs_retain: ClassVar[bool] = True
+    #: hyperparameter → (check, meaning, fix); a subclass lists only its own
+    checks: ClassVar[Dict[str, Rule]] = {"alpha": (non_negative, "the retain-loss weight", 1.0)}
 
     def __post_init__(self) -> None:
-        _check_nonneg("alpha", self.alpha, "the retain-loss weight")
+        rules = _rules(type(self))
+        for f in fields(self):
+            check, meaning, fix = rules[f.name]
+            check(f.name, getattr(self, f.name), meaning, fix)
 
     def forget_term(self, model, forget, reference) -> torch.Tensor:
         raise NotImplementedError
 
     def retain_term(self, model, retain) -> torch.Tensor:
+        """α·ℓ(retain) (a zero on the model's device when there is no retain term)."""
         if not self.needs_retain or self.alpha == 0 or retain is None:
-            return torch.zeros((), device=forget_device(model))
-        return self.alpha * mean_nll(_logits(model, retain), retain["labels"])
+            return torch.zeros((), device=model_device(model))
+        return self.alpha * mean_nll(lm_logits(model, retain), retain["labels"])
 
     def parts(self, model, forget, retain=None, reference=None) -> Dict[str, torch.Tensor]:
+        """``{"forget": L_f, "retain": L_r}``."""
         return {"forget": self.forget_term(model, forget, reference), "retain": self.retain_term(model, retain)}
 
     def __call__(self, model, forget, retain=None, reference=None) -> torch.Tensor:
@@ -104,117 +139,199 @@ class Objective:
         return p["forget"] + p["retain"]
 
     def settings(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        """Hyperparameters and capabilities, recorded in every manifest."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "name": self.name,
+                "needs_reference": self.needs_reference, "needs_retain": self.needs_retain}
 
 
-def forget_device(model):
-    return next(model.parameters()).device
+def _rules(cls) -> Dict[str, Rule]:
+    out: Dict[str, Rule] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(vars(klass).get("checks", {}))
+    return out
 
 
+@OBJECTIVES.register("ga")
 @dataclass
 class GA(Objective):
-    """Gradient ascent: L = −ℓ(forget)."""
+    """Gradient ascent: L = −ℓ(forget).
+
+        >>> import math
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20); V = len(bench.tokenizer)
+        >>> model = tiny_llama(V, tokenizer=bench.tokenizer); _ = model.lm_head.weight.data.zero_()
+        >>> math.isclose(GA()(model, bench.encode_qa(bench.forget[:4])).item(), -math.log(V), rel_tol=1e-5)
+        True
+    """
 
     alpha: float = 0.0
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.name, self.needs_retain = "ga", False
+    name: ClassVar[str] = "ga"
+    needs_retain: ClassVar[bool] = False
 
     def forget_term(self, model, forget, reference=None):
-        return -mean_nll(_logits(model, forget), forget["labels"])
+        return -mean_nll(lm_logits(model, forget), forget["labels"])
 
 
+@OBJECTIVES.register("graddiff")
 @dataclass
 class GradDiff(Objective):
-    """L = −γ·ℓ(forget) + α·ℓ(retain)."""
+    """Gradient difference: L = −γ·ℓ(forget) + α·ℓ(retain).
+
+        >>> import math
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20); V = len(bench.tokenizer)
+        >>> model = tiny_llama(V, tokenizer=bench.tokenizer); _ = model.lm_head.weight.data.zero_()
+        >>> f, r = bench.encode_qa(bench.forget[:4]), bench.encode_qa(bench.retain[:4])
+        >>> p = GradDiff(gamma=2.0, alpha=0.5).parts(model, f, r)
+        >>> math.isclose(p["forget"].item(), -2 * math.log(V), rel_tol=1e-5), math.isclose(p["retain"].item(), 0.5 * math.log(V), rel_tol=1e-5)
+        (True, True)
+    """
 
     gamma: float = 1.0
 
-    def __post_init__(self):
-        super().__post_init__()
-        _check_pos("gamma", self.gamma, "the forget-loss weight")
-        self.name = "graddiff"
+    name: ClassVar[str] = "graddiff"
+    checks: ClassVar[Dict[str, Rule]] = {"gamma": (positive, "the forget-loss weight", 1.0)}
 
     def forget_term(self, model, forget, reference=None):
-        return -self.gamma * mean_nll(_logits(model, forget), forget["labels"])
+        return -self.gamma * mean_nll(lm_logits(model, forget), forget["labels"])
 
 
+@OBJECTIVES.register("npo")
 @dataclass
 class NPO(Objective):
-    """Negative preference optimisation: (2/β)·mean −log σ(−β·(log π_θ − log π_ref)) + α·ℓ(retain)."""
+    """Negative preference optimisation (Zhang et al., 2024):
+    L = (2/β)·mean −log σ(−β·(log π_θ − log π_ref)) + α·ℓ(retain).
+
+    At the reference (log ratio 0) the forget term is (2/β)·log 2:
+
+        >>> import math
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> from optigrade.unlearning.objectives import Reference
+        >>> bench = SyntheticFacts(n_entities=20)
+        >>> model = tiny_llama(len(bench.tokenizer), tokenizer=bench.tokenizer)
+        >>> f = bench.encode_qa(bench.forget[:4])
+        >>> npo = NPO(beta=0.5)
+        >>> math.isclose(npo.forget_term(model, f, Reference(model)).item(), (2 / 0.5) * math.log(2), rel_tol=1e-5)
+        True
+    """
 
     beta: float = 0.1
 
-    def __post_init__(self):
-        super().__post_init__()
-        _check_pos("beta", self.beta, "NPO's inverse temperature, default 0.1")
-        self.name, self.needs_reference = "npo", True
+    name: ClassVar[str] = "npo"
+    needs_reference: ClassVar[bool] = True
+    checks: ClassVar[Dict[str, Rule]] = {"beta": (positive, "NPO's inverse temperature", 0.1)}
 
     def forget_term(self, model, forget, reference):
         if reference is None:
             raise ValueError("NPO needs the frozen reference model: pass reference=Reference(model)")
-        nll, _ = seq_nll(_logits(model, forget), forget["labels"])
+        nll, _ = seq_nll(lm_logits(model, forget), forget["labels"])
         log_ratio = -nll - reference.seq_logprob(forget)
         return -(2.0 / self.beta) * F.logsigmoid(-self.beta * log_ratio).mean()
 
 
+@OBJECTIVES.register("simnpo")
 @dataclass
 class SimNPO(Objective):
-    """SimNPO: γ·(2/β)·mean −log σ(β·(NLL_seq/|y| − δ)) + α·ℓ(retain); no reference."""
+    """SimNPO (Fan et al., 2024): γ·(2/β)·mean −log σ(β·(NLL_seq/|y| − δ)) + α·ℓ(retain); no
+    reference.
+
+        >>> import math
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20); V = len(bench.tokenizer)
+        >>> model = tiny_llama(V, tokenizer=bench.tokenizer); _ = model.lm_head.weight.data.zero_()
+        >>> got = SimNPO(beta=2.0, delta=1.0, gamma=0.5).forget_term(model, bench.encode_qa(bench.forget[:4])).item()
+        >>> want = 0.5 * (2 / 2.0) * math.log1p(math.exp(-2.0 * (math.log(V) - 1.0)))   # −log σ(x) = log(1 + e^−x)
+        >>> math.isclose(got, want, rel_tol=1e-4)
+        True
+    """
 
     beta: float = 4.5
     delta: float = 0.0
     gamma: float = 0.125
 
-    def __post_init__(self):
-        super().__post_init__()
-        _check_pos("beta", self.beta, "SimNPO's inverse temperature, default 4.5")
-        _check_pos("gamma", self.gamma, "the forget-loss weight, default 0.125")
-        self.name = "simnpo"
+    name: ClassVar[str] = "simnpo"
+    checks: ClassVar[Dict[str, Rule]] = {
+        "beta": (positive, "SimNPO's inverse temperature", 4.5),
+        "delta": (_finite, "SimNPO's reward margin δ", 0.0),
+        "gamma": (positive, "the forget-loss weight", 0.125),
+    }
 
     def forget_term(self, model, forget, reference=None):
-        nll, n = seq_nll(_logits(model, forget), forget["labels"])
+        nll, n = seq_nll(lm_logits(model, forget), forget["labels"])
         x = self.beta * (nll / n.clamp_min(1) - self.delta)
         return -self.gamma * (2.0 / self.beta) * F.logsigmoid(x).mean()
 
 
+@OBJECTIVES.register("wga")
 @dataclass
 class WGA(Objective):
-    """Weighted gradient ascent: −mean_tokens(p^β·ℓ_tok) with p = exp(−ℓ_tok) detached."""
+    """Weighted gradient ascent (Wang et al., 2025): −mean_tokens(p^β·ℓ_tok) with
+    p = exp(−ℓ_tok) detached.  Under a uniform model p = 1/V:
+
+        >>> import math
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20); V = len(bench.tokenizer)
+        >>> model = tiny_llama(V, tokenizer=bench.tokenizer); _ = model.lm_head.weight.data.zero_()
+        >>> got = WGA(beta=1.0).forget_term(model, bench.encode_qa(bench.forget[:4])).item()
+        >>> math.isclose(got, -math.log(V) / V, rel_tol=1e-5)
+        True
+    """
 
     beta: float = 1.0
 
-    def __post_init__(self):
-        super().__post_init__()
-        _check_pos("beta", self.beta, "WGA's confidence exponent, default 1")
-        self.name = "wga"
+    name: ClassVar[str] = "wga"
+    checks: ClassVar[Dict[str, Rule]] = {"beta": (positive, "WGA's confidence exponent", 1.0)}
 
     def forget_term(self, model, forget, reference=None):
-        nll, mask = token_nll(_logits(model, forget), forget["labels"])
+        nll, mask = token_nll(lm_logits(model, forget), forget["labels"])
         w = torch.exp(-nll.detach()) ** self.beta
         return -(w * nll).sum() / mask.sum().clamp_min(1)
 
 
-OBJECTIVES = {"ga": GA, "graddiff": GradDiff, "npo": NPO, "simnpo": SimNPO, "wga": WGA}
+def objective_hyperparameters(name: str) -> Dict[str, Any]:
+    """The hyperparameters the objective registered as ``name`` takes, with their defaults.
+
+        >>> objective_hyperparameters("npo")
+        {'alpha': 1.0, 'beta': 0.1}
+        >>> objective_hyperparameters("simnpo")
+        {'alpha': 1.0, 'beta': 4.5, 'delta': 0.0, 'gamma': 0.125}
+    """
+    return {f.name: f.default for f in fields(OBJECTIVES.get(name)) if f.init}
 
 
-def make_objective(name: str, **kw) -> Objective:
-    """``make_objective("npo", beta=0.1)``; unknown names list the available ones."""
-    key = str(name).lower()
-    if key not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+def make_objective(name: str, **kwargs) -> Objective:
+    """The objective registered as ``name`` with hyperparameters ``kwargs`` (the library form of
+    ``--objective npo --objective-arg beta=0.1`` and ``objectives: [{name: npo, beta: 0.1}]``).
+
+    Raises:
+        ConfigError: an unknown name (the registered ones are listed), an unknown keyword (the
+            accepted ones are listed) or a bad value (the rule and a fix).
+
+        >>> make_objective("npo", beta=0.5)
+        NPO(alpha=1.0, beta=0.5)
+        >>> make_objective("npo", betta=0.5)
+        Traceback (most recent call last):
+        ...
+        optigrade._validate.ConfigError: objective 'npo' takes alpha, beta; got unknown 'betta' (did you mean 'beta'?)
+        >>> make_objective("npo", beta=0)
+        Traceback (most recent call last):
+        ...
+        optigrade._validate.ConfigError: beta must be > 0, got 0; NPO's inverse temperature, try 0.1
+        >>> make_objective("dpo")
+        Traceback (most recent call last):
+        ...
+        optigrade._validate.ConfigError: unknown objective 'dpo'; choose one of: ga, graddiff, npo, simnpo, wga
+    """
+    cls = OBJECTIVES.get(name)
+    allowed = objective_hyperparameters(name)
+    bad = [k for k in kwargs if k not in allowed]
+    if bad:
+        hints = [m[0] for k in bad for m in [difflib.get_close_matches(k, allowed, n=1)] if m]
+        hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
+        raise ConfigError(f"objective {OBJECTIVES.key(name)!r} takes {', '.join(allowed)}; got unknown "
+                          f"{', '.join(map(repr, bad))}{hint}")
     try:
-        return OBJECTIVES[key](**kw)
-    except TypeError as e:
-        raise ValueError(f"bad settings for objective {name!r}: {e}") from None
-
-
-def _check_pos(name, value, what):
-    if not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"{name} must be > 0, got {value!r} ({what})")
-
-
-def _check_nonneg(name, value, what):
-    if not (isinstance(value, (int, float)) and value >= 0):
-        raise ValueError(f"{name} must be >= 0, got {value!r} ({what})")
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

@@ -1,12 +1,12 @@
-"""Models: the tiny Llama pretrained on the embedded benchmark, and loading local checkpoints.
+"""The tiny Llama pretrained on the embedded benchmark (registered as the model ``"tiny"``).
 
 ``pretrained_tiny(benchmark, seed)`` returns a ``LlamaForCausalLM`` (eager attention, so
 curvature probes can take double backward) that knows every fact of the benchmark, pretraining
 it on first use (about a minute on a laptop CPU) and caching it on disk under
 ``$OPTIGRADE_CACHE`` (default ``~/.cache/optigrade``), keyed by the model config, the training
-settings, the benchmark fingerprint and the seed.  ``load(path)`` opens any local Hugging Face
-checkpoint (``config.json`` + weights), refusing clearly anything else.  Named models
-(``"smollm2"``) are resolved through :data:`NAMED_MODELS`.
+settings, the benchmark fingerprint and the seed.  ``models.load("tiny")`` is the one on the
+default ``SyntheticFacts()``.  Pretraining runs on the CPU (the cache does not depend on the
+device); the model is moved afterwards.
 
 Randomness: initialisation and data order come from ``seed`` through a local
 ``torch.Generator`` / ``torch.random.fork_rng``; the global RNG is left as it was.
@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 import torch
 
-from .._validate import ModelLoadError
-from .._files import atomic_dir
+from ..._files import atomic_dir
+from ..schedules import cosine_schedule
+from .base import MODELS, cache_dir, load_checkpoint, place
 
-__all__ = ["TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load",
-           "cache_dir", "NAMED_MODELS", "ModelLoadError"]
-
-NAMED_MODELS: Dict[str, Callable] = {}  # name -> fn(**kw) -> (model, tokenizer); filled by plug-ins
+__all__ = ["TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load_tiny"]
 
 
 @dataclass(frozen=True)
 class TinyConfig:
+    """Shape of the tiny Llama (fields of ``transformers.LlamaConfig``).
+
+        >>> TinyConfig().hidden_size, TinyConfig(num_hidden_layers=1).num_hidden_layers
+        (128, 1)
+    """
+
     hidden_size: int = 128
     intermediate_size: int = 256
     num_hidden_layers: int = 2
@@ -44,6 +45,15 @@ class TinyConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    """Pretraining settings of :func:`pretrain`: AdamW with ``lr``, ``warmup`` steps then a cosine
+    decay over ``steps`` (:func:`~optigrade.unlearning.schedules.cosine_schedule`); each step
+    ``batch_size / 2`` QA lines and as many text lines weighted ``text_weight``; stop when forget
+    and retain accuracy reach ``target_acc`` (checked every ``check_every`` steps).
+
+        >>> PretrainConfig(steps=300).steps, PretrainConfig().target_acc
+        (300, 0.995)
+    """
+
     steps: int = 1000
     batch_size: int = 128
     lr: float = 3e-3
@@ -54,12 +64,20 @@ class PretrainConfig:
     check_every: int = 50
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("OPTIGRADE_CACHE", Path.home() / ".cache" / "optigrade"))
-
-
 def tiny_llama(vocab_size: int, cfg: TinyConfig = TinyConfig(), seed: int = 0, tokenizer=None):
-    """A freshly initialised LlamaForCausalLM (eager attention, fp32, no dropout)."""
+    """A freshly initialised LlamaForCausalLM (eager attention, fp32, no dropout, eval mode),
+    initialised from ``seed`` without touching the global RNG.
+
+    Parameters: V·h (embedding) + V·h (untied head) + L·(4h² + 3h·i + 2h) + h (final norm):
+
+        >>> cfg = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+        >>> model = tiny_llama(50, cfg)
+        >>> sum(p.numel() for p in model.parameters()) == 2 * 50 * 32 + (4 * 32**2 + 3 * 32 * 64 + 2 * 32) + 32
+        True
+        >>> import torch
+        >>> torch.equal(tiny_llama(50, cfg, seed=1).lm_head.weight, tiny_llama(50, cfg, seed=1).lm_head.weight)
+        True
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     kw = {}
@@ -77,12 +95,6 @@ def tiny_llama(vocab_size: int, cfg: TinyConfig = TinyConfig(), seed: int = 0, t
     return model
 
 
-def _cosine(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def pretrain(benchmark, model_cfg: TinyConfig = TinyConfig(), train_cfg: PretrainConfig = PretrainConfig(),
              seed: int = 0, progress: bool = True):
     """Train a tiny Llama until it knows every fact of ``benchmark``.
@@ -91,7 +103,14 @@ def pretrain(benchmark, model_cfg: TinyConfig = TinyConfig(), train_cfg: Pretrai
     and one batch of statements + general text (loss on every token: language), and minimises
     ``L_qa + text_weight * L_text``.  Forget and retain accuracy are checked every
     ``check_every`` steps; training stops once both reach ``target_acc``.
-    Returns ``(model, metrics)``.
+    Returns ``(model, metrics)`` (``metrics``: :meth:`Benchmark.evaluate` + ``pretrain_steps``).
+
+        >>> from optigrade.unlearning import SyntheticFacts
+        >>> small = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+        >>> model, m = pretrain(SyntheticFacts(n_entities=20), small, PretrainConfig(steps=4, batch_size=16),
+        ...                     progress=False)
+        >>> m["pretrain_steps"], 0.0 <= m["forget_acc"] <= 1.0
+        (4, True)
     """
     from tqdm.auto import tqdm
 
@@ -103,7 +122,7 @@ def pretrain(benchmark, model_cfg: TinyConfig = TinyConfig(), train_cfg: Pretrai
     text_data = benchmark.encode_text(texts)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, train_cfg.steps, train_cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(train_cfg.steps, train_cfg.warmup))
     half = train_cfg.batch_size // 2
     model.train()
     metrics, done = {}, 0
@@ -149,11 +168,27 @@ def pretrained_tiny(benchmark, seed: int = 0, model_cfg: TinyConfig = TinyConfig
                     train_cfg: PretrainConfig = PretrainConfig(), progress: bool = True,
                     cache: bool = True):
     """The cached tiny Llama for ``benchmark`` (pretrained on first use).  Returns
-    ``(model, path)``; ``path`` is the cache directory (None when ``cache=False``)."""
+    ``(model, path)``; ``path`` is the cache directory (None when ``cache=False``).
+
+    Raises:
+        RuntimeError: pretraining ended below ``train_cfg.target_acc`` (the message says what to
+            raise).
+
+    The default settings pretrain for about a minute on first use; with a target of 0 a short
+    uncached run returns at once:
+
+        >>> from optigrade.unlearning import SyntheticFacts
+        >>> small = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+        >>> fast = PretrainConfig(steps=4, batch_size=16, check_every=2, target_acc=0.0)
+        >>> model, path = pretrained_tiny(SyntheticFacts(n_entities=20), model_cfg=small, train_cfg=fast,
+        ...                               progress=False, cache=False)
+        >>> type(model).__name__, path
+        ('LlamaForCausalLM', None)
+    """
     key = _cache_key(benchmark, model_cfg, train_cfg, seed)
     path = cache_dir() / "models" / f"tiny-llama-{key}"
     if cache and (path / "config.json").exists():
-        return load(path), path
+        return load_checkpoint(path)[0], path
     model, metrics = pretrain(benchmark, model_cfg, train_cfg, seed, progress)
     if metrics["forget_acc"] < train_cfg.target_acc or metrics["retain_acc"] < train_cfg.target_acc:
         raise RuntimeError(
@@ -170,36 +205,12 @@ def pretrained_tiny(benchmark, seed: int = 0, model_cfg: TinyConfig = TinyConfig
     return model, path
 
 
-def load(path_or_name, dtype: Optional[torch.dtype] = None, **kw):
-    """Load a local Hugging Face causal-LM checkpoint (eager attention) or a named model.
+@MODELS.register("tiny")
+def load_tiny(*, device="cpu", dtype: Optional[torch.dtype] = None, progress: bool = False):
+    """``(model, tokenizer)``: :func:`pretrained_tiny` on the default ``SyntheticFacts()`` (seed 0),
+    on ``device`` in ``dtype`` (None: float32), and that benchmark's tokenizer."""
+    from ..benchmarks.synthetic import SyntheticFacts
 
-    Raises:
-        ModelLoadError: the name is unknown, the path does not exist, or it holds no model
-            (no ``config.json``).
-    """
-    name = str(path_or_name)
-    if name in NAMED_MODELS:
-        model, _tok = NAMED_MODELS[name](dtype=dtype, **kw)
-        return model
-    path = Path(name).expanduser()
-    if not path.exists():
-        known = ", ".join(sorted(NAMED_MODELS)) or "none registered"
-        raise ModelLoadError(
-            f"model {name!r}: no such path; give a local Hugging Face checkpoint directory "
-            f"(with config.json and *.safetensors) or a named model ({known}) or 'tiny'")
-    if not (path / "config.json").exists():
-        raise ModelLoadError(
-            f"model path {str(path)!r} exists but is not a model checkpoint (no config.json); "
-            f"point at a directory written by save_pretrained / `optigrade unlearn --out`")
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager",
-                                                 dtype=dtype or torch.float32)
-    model.eval()
-    return model
-
-
-def load_tokenizer(path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(Path(path))
+    bench = SyntheticFacts()
+    model, _ = pretrained_tiny(bench, progress=progress)
+    return place(model, device, dtype), bench.tokenizer

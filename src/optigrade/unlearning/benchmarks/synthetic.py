@@ -9,7 +9,9 @@ set, the rest the retain set.  A small grammar produces general text for utility
 (perplexity).  The tokenizer is a real word-level ``PreTrainedTokenizerFast`` built from the
 benchmark's vocabulary and saved with every checkpoint.
 
-Everything is a pure function of ``(n_entities, forget_fraction, seed)``.
+Everything is a pure function of ``(n_entities, forget_fraction, seed)``.  Registered as the
+benchmark ``"synthetic"``; ``n_entities`` and the others are its settings
+(``benchmark_kwargs("synthetic")``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 import random
 from typing import Dict, List
 
-from .benchmark import QA, Benchmark
+from ..._validate import int_at_least
+from .base import BENCHMARKS, QA, Benchmark
 
 __all__ = ["SyntheticFacts", "ATTRIBUTES"]
 
@@ -88,6 +91,7 @@ def _names(n: int, rng: random.Random) -> List[str]:
     return names
 
 
+@BENCHMARKS.register("synthetic")
 class SyntheticFacts(Benchmark):
     """Deterministic fictitious-people facts (see module docstring).
 
@@ -108,8 +112,7 @@ class SyntheticFacts(Benchmark):
     def __init__(self, n_entities: int = 200, forget_fraction: float = 0.1, seed: int = 0,
                  n_general: int = 1500) -> None:
         super().__init__()
-        if not isinstance(n_entities, int) or n_entities < 20:
-            raise ValueError(f"n_entities must be an integer >= 20, got {n_entities!r}")
+        int_at_least("n_entities", n_entities, 20, "the number of fictitious people", 200)
         if not (0.0 < float(forget_fraction) < 1.0):
             raise ValueError(
                 f"forget_fraction must be in (0, 1), got {forget_fraction!r}; e.g. 0.1 forgets 10% of entities"

@@ -1,4 +1,5 @@
-"""The Benchmark interface: forget / retain / held-out data and ``evaluate(model)``.
+"""The Benchmark interface: forget / retain / held-out data and ``evaluate(model)``, and the
+:data:`BENCHMARKS` registry its implementations add themselves to.
 
 A benchmark is a set of question/answer facts split into *forget* and *retain* (and
 paraphrased held-out questions for both), a small general-text sample for utility, and the
@@ -22,25 +23,41 @@ Metrics (:meth:`Benchmark.evaluate`):
   approximation of it.
 * ``<split>_nll``: mean answer-token NLL (nats/token, token-weighted over the split).
 * ``general_ppl``: perplexity exp(mean token NLL) of the general-text test sample.
+
+Every token NLL is :func:`optigrade._lm.token_nll`.  Tensors are built on the CPU and moved once
+to ``device`` (encoding, batches) or to the model's device (evaluation).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-__all__ = ["QA", "Benchmark", "IGNORE", "token_nll", "answer_stats"]
+from ..._device import model_device
+from ..._lm import IGNORE, lm_logits, token_nll
+from ..._registry import Registry
 
-IGNORE = -100
+__all__ = ["BENCHMARKS", "QA", "Benchmark", "benchmark_kwargs", "answer_stats"]
+
+#: benchmark name → :class:`Benchmark` subclass; implementations register themselves
+#: (``@BENCHMARKS.register("synthetic")``).  The table lives here, next to the base class, not
+#: in the package ``__init__``, so an implementation never imports the package that imports it.
+BENCHMARKS: Registry = Registry("benchmark")
 
 
 @dataclass(frozen=True)
 class QA:
     """One fact: the prompt the model sees, the answer it should give, and its group
-    (entity or topic; splits are made by group so paraphrases never leak across splits)."""
+    (entity or topic; splits are made by group so paraphrases never leak across splits).
+
+        >>> qa = QA("question : where was brenna born ? answer :", "velmora", "brenna", "city")
+        >>> qa.answer, qa.group
+        ('velmora', 'brenna')
+    """
 
     prompt: str
     answer: str
@@ -48,26 +65,21 @@ class QA:
     attribute: str = ""
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token NLL of next-token prediction.
-
-    ``logits`` [B, T, V] predicts position t+1 from t; ``labels`` [B, T] with IGNORE masked.
-    Returns ``(nll [B, T-1], mask [B, T-1])`` with nll = 0 where masked.
-    """
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    mask = shift_labels != IGNORE
-    safe = shift_labels.masked_fill(~mask, 0)
-    logp = torch.log_softmax(shift_logits, dim=-1)
-    nll = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return nll * mask, mask
-
 
 @torch.no_grad()
 def answer_stats(model, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Per-example exact match (greedy, see module doc), summed NLL and answer-token count."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits
+    """Per-example exact match (greedy, see module doc), summed answer NLL and answer-token count
+    of a batch already on ``model``'s device.
+
+        >>> import torch
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20)
+        >>> model = tiny_llama(len(bench.tokenizer), tokenizer=bench.tokenizer)
+        >>> s = answer_stats(model, bench.encode_qa(bench.forget[:3]))
+        >>> s["match"].tolist(), s["count"].tolist()      # an untrained model knows nothing
+        ([0.0, 0.0, 0.0], [1, 1, 1])
+    """
+    logits = lm_logits(model, batch)
     nll, mask = token_nll(logits, batch["labels"])
     pred = logits[:, :-1, :].argmax(-1)
     target = batch["labels"][:, 1:]
@@ -88,13 +100,31 @@ class Benchmark:
             also counts in the exact match).  Off by default: the match is on the answer.
         needs_model: the constructor takes ``model`` / ``tokenizer`` (it is built against a
             model, e.g. keeps only facts the model knows); ``reference_model`` names the model
-            it is normally built against (see :func:`unlearning.run.build`).
+            it is normally built against (see :func:`optigrade.unlearning.run.build`).
+        runtime_args: constructor arguments that are objects supplied at build time, not
+            settings (left out of :func:`benchmark_kwargs`).
+
+    Example (a subclass: the synthetic facts; an untrained model scores 0 and a perplexity of
+    the order of the vocabulary size):
+
+        >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+        >>> bench = SyntheticFacts(n_entities=20)
+        >>> batch = bench.encode_qa(bench.forget[:2])
+        >>> sorted(batch), batch["labels"].shape == batch["input_ids"].shape
+        (['attention_mask', 'index', 'input_ids', 'labels'], True)
+        >>> model = tiny_llama(len(bench.tokenizer), tokenizer=bench.tokenizer)
+        >>> m = bench.evaluate(model, splits=["forget"], general=False)
+        >>> sorted(m), m["forget_acc"]
+        (['forget_acc', 'forget_nll'], 0.0)
+        >>> 0.5 * len(bench.tokenizer) < bench.perplexity(model, bench.general["test"][:8]) < 2 * len(bench.tokenizer)
+        True
     """
 
     name: str = "benchmark"
     eos_after_answer: bool = False
     needs_model: bool = False
     reference_model: Optional[str] = None
+    runtime_args: tuple = ("model", "tokenizer", "progress")
 
     def __init__(self) -> None:
         self.tokenizer = None
@@ -117,8 +147,10 @@ class Benchmark:
     def _ids(self, text: str) -> List[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode_qa(self, examples: Sequence[QA], indices: Optional[Sequence[int]] = None) -> Dict[str, torch.Tensor]:
-        """Tokenize prompt + answer (+ EOS); loss only on the answer tokens."""
+    def encode_qa(self, examples: Sequence[QA], indices: Optional[Sequence[int]] = None,
+                  device=None) -> Dict[str, torch.Tensor]:
+        """Tokenize prompt + answer (+ EOS); loss only on the answer tokens.  The batch is on
+        ``device`` (default: the CPU)."""
         if len(examples) == 0:
             raise ValueError("encode_qa got no examples; check the split is not empty")
         seqs, labs = [], []
@@ -133,17 +165,18 @@ class Benchmark:
         batch = _pad(seqs, labs, self.tokenizer.pad_token_id)
         idx = list(indices) if indices is not None else list(range(len(examples)))
         batch["index"] = torch.tensor(idx, dtype=torch.long)
-        return batch
+        return _on(batch, device)
 
-    def encode_text(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Tokenize plain sentences; loss on every token after the first."""
+    def encode_text(self, texts: Sequence[str], device=None) -> Dict[str, torch.Tensor]:
+        """Tokenize plain sentences; loss on every token after the first.  The batch is on
+        ``device`` (default: the CPU)."""
         if len(texts) == 0:
             raise ValueError("encode_text got no texts")
         bos = [self.tokenizer.bos_token_id] if self._use_bos() else []
         seqs = [bos + self._ids(t) + [self.tokenizer.eos_token_id] for t in texts]
         batch = _pad(seqs, [list(s) for s in seqs], self.tokenizer.pad_token_id)
         batch["index"] = torch.arange(len(texts))
-        return batch
+        return _on(batch, device)
 
     def _use_bos(self) -> bool:
         return self.tokenizer.bos_token_id is not None
@@ -151,8 +184,10 @@ class Benchmark:
     def _answer_text(self, answer: str) -> str:
         return answer
 
-    def batches(self, split: str, batch_size: int, generator: torch.Generator) -> Iterator[Dict[str, torch.Tensor]]:
-        """Endless shuffled batches of a QA split (each epoch a fresh permutation)."""
+    def batches(self, split: str, batch_size: int, generator: torch.Generator,
+                device=None) -> Iterator[Dict[str, torch.Tensor]]:
+        """Endless shuffled batches of a QA split (each epoch a fresh permutation drawn from the
+        CPU ``generator``), on ``device`` (default: the CPU)."""
         data = self.splits[split]
         if not data:
             raise ValueError(f"split {split!r} is empty")
@@ -161,18 +196,19 @@ class Benchmark:
             perm = torch.randperm(len(data), generator=generator).tolist()
             for i in range(0, len(perm) - bs + 1, bs):
                 idx = perm[i : i + bs]
-                yield self.encode_qa([data[j] for j in idx], idx)
+                yield self.encode_qa([data[j] for j in idx], idx, device=device)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, model, splits: Optional[Sequence[str]] = None, batch_size: int = 64,
                  general: bool = True, limit: Optional[Dict[str, int]] = None) -> Dict[str, float]:
-        """Named metrics of ``model`` (see the module docstring).
+        """Named metrics of ``model`` (see the module docstring), computed on its device.
 
         ``limit`` caps the examples scored per split (the first N, a fixed subset), e.g.
         ``{"retain": 200}`` for cheap stopping checks inside the unlearn loop."""
         was_training = model.training
         model.eval()
+        dev = model_device(model)
         try:
             out: Dict[str, float] = {}
             for split in splits if splits is not None else list(self.splits):
@@ -183,7 +219,7 @@ class Benchmark:
                     continue
                 m = n = c = 0.0
                 for i in range(0, len(data), batch_size):
-                    s = answer_stats(model, _to(self.encode_qa(data[i : i + batch_size]), model))
+                    s = answer_stats(model, self.encode_qa(data[i : i + batch_size], device=dev))
                     m += float(s["match"].sum())
                     n += float(s["nll_sum"].sum())
                     c += float(s["count"].sum())
@@ -197,14 +233,31 @@ class Benchmark:
 
     @torch.no_grad()
     def perplexity(self, model, texts: Sequence[str], batch_size: int = 64) -> float:
+        """exp(token-weighted mean NLL) of ``texts`` under ``model`` (every token after the
+        first counts)."""
         tot = cnt = 0.0
+        dev = model_device(model)
         for i in range(0, len(texts), batch_size):
-            b = _to(self.encode_text(texts[i : i + batch_size]), model)
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            nll, mask = token_nll(logits, b["labels"])
+            b = self.encode_text(texts[i : i + batch_size], device=dev)
+            nll, mask = token_nll(lm_logits(model, b), b["labels"])
             tot += float(nll.sum())
             cnt += float(mask.sum())
         return math.exp(tot / max(cnt, 1.0))
+
+
+def benchmark_kwargs(name: str) -> Dict[str, Any]:
+    """The settings the benchmark registered as ``name`` accepts, with their defaults (its
+    constructor's keyword arguments, less :attr:`Benchmark.runtime_args`).
+
+        >>> from optigrade.unlearning.benchmarks import benchmark_kwargs
+        >>> benchmark_kwargs("synthetic")
+        {'n_entities': 200, 'forget_fraction': 0.1, 'seed': 0, 'n_general': 1500}
+    """
+    cls = BENCHMARKS.get(name)
+    skip = set(getattr(cls, "runtime_args", ())) | {"self"}
+    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _pad(seqs: List[List[int]], labs: List[List[int]], pad_id: int) -> Dict[str, torch.Tensor]:
@@ -219,6 +272,7 @@ def _pad(seqs: List[List[int]], labs: List[List[int]], pad_id: int) -> Dict[str,
     return {"input_ids": ids, "attention_mask": att, "labels": lab}
 
 
-def _to(batch: Dict[str, torch.Tensor], model) -> Dict[str, torch.Tensor]:
-    dev = next(model.parameters()).device
-    return {k: v.to(dev) for k, v in batch.items()}
+def _on(batch: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    if device is None:
+        return batch
+    return {k: v.to(device) for k, v in batch.items()}
