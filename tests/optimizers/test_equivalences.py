@@ -5,7 +5,7 @@ import torch
 
 from optigrade import optimizers
 from optigrade.optimizers import (HybridFOZO, SignAdam, SignSGD, Signum, hutchinson_diagonal, hybrid_steps,
-                        quantize_tensor)
+                        quantize_direction)
 from optigrade.optimizers import transforms as T
 from conftest import Quadratic, TinyLM
 
@@ -24,12 +24,12 @@ def test_signum_beta0_equals_signsgd():
 
 def test_quantizer():
     x = torch.tensor([0.1, -0.5, 1.0, 0.0, -0.26])
-    assert torch.equal(quantize_tensor(x, 1), torch.sign(x))
-    assert quantize_tensor(x, 2).tolist() == [0.5, -0.5, 1.0, 0.0, -0.5]
-    q4 = quantize_tensor(torch.randn(1000), 4)
+    assert torch.equal(quantize_direction(x, 1), torch.sign(x))
+    assert quantize_direction(x, 2).tolist() == [0.5, -0.5, 1.0, 0.0, -0.5]
+    q4 = quantize_direction(torch.randn(1000), 4)
     assert set(q4.abs().unique().tolist()) <= {0.25, 0.5, 0.75, 1.0}
     big = torch.randn(1000)
-    assert _cos(quantize_tensor(big, 10**6), big) > 0.999999
+    assert _cos(quantize_direction(big, 10**6), big) > 0.999999
 
 
 def test_signadam_with_many_levels_approaches_adam_direction():

@@ -5,7 +5,7 @@ import torch
 
 from optigrade import optimizers
 from optigrade.optimizers import measure_drift, perturbed, zo_estimate
-from optigrade.optimizers.perturbation import mix_seed
+from optigrade._directions import mix_seed
 from conftest import TinyLM
 
 

@@ -76,7 +76,7 @@ def test_register_custom():
         assert isinstance(make("my-sgd", _w(), lr=0.1), MySGD)
     finally:
         from optigrade.optimizers import registry
-        registry._REGISTRY.pop("my-sgd")
+        registry.OPTIMIZERS.unregister("my-sgd")
 
 
 def test_register_rejects_gru_suffix():

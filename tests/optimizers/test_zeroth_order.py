@@ -7,7 +7,7 @@ import torch
 
 from optigrade import optimizers
 from optigrade.optimizers import ZOSGD, ForwardGrad, directional_derivative
-from optigrade.optimizers.perturbation import direction_tensor, mix_seed
+from optigrade._directions import direction_tensor, mix_seed
 from conftest import Quadratic, TinyLM
 
 

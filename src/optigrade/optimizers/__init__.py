@@ -4,7 +4,7 @@ grade 0 (zeroth-order, loss values only): ZOSGD, ZOAdam, AdaZO, ZOSign, ZOConser
     ForwardGrad; grade 0.5 (compressed first-order): SignSGD, Signum, SignAdam, Lion, and the
     FO/ZO hybrid HybridFOZO; grade 1 (first-order): SGD, Adam, AdamW and the smoothing
     references FORS, SAM; grade 2 (second-order): SophiaH, SophiaG, SOUL, AdaHessian.
-GRU wraps any gradient-stepping optimizer.  Build by name::
+GRU wraps any gradient-stepping optimizer ("<base>+gru").  Build by name::
 
     >>> import torch
     >>> from optigrade import optimizers
@@ -14,35 +14,37 @@ GRU wraps any gradient-stepping optimizer.  Build by name::
     >>> float(opt.step(c)) > 0
     True
 
-Every optimizer follows the closure contract in :mod:`optimizers.closure`.
+Every optimizer follows the closure contract in :mod:`optigrade.optimizers.closure`.  Each
+module below registers its own classes in :mod:`~optigrade.optimizers.registry` when imported;
+this file imports them all.
 """
 
+from .._weights import DriftReport, measure_drift, perturbed
 from .closure import Closure, capability
+from .registry import OptimizerInfo, available, info, make, register, with_seed
 from .compressed import Lion, SignAdam, SignSGD, Signum, TransformOptimizer
-from .first_order import FORS, SAM, SGD, Adam, AdamW
+from .first_order import SGD, Adam, AdamW
+from .smoothing import FORS, SAM
+from .zeroth_order import AdaZO, ZOAdam, ZOConservative, ZOEstimate, ZOOptimizer, ZOSGD, ZOSign, zo_estimate
 from .forward_grad import ForwardGrad, directional_derivative
-from .gru import GRU, gru_project
-from .hybrid import HybridFOZO, hybrid_steps
-from .perturbation import DriftReport, measure_drift, perturbed
-from .registry import OptimizerInfo, available, make, register
 from .second_order import SOUL, AdaHessian, Sophia, SophiaG, SophiaH, hutchinson_diagonal
-from .transforms import quantize_tensor
-from .zeroth_order import (AdaZO, ZOAdam, ZOConservative, ZOEstimate, ZOOptimizer, ZOSGD, ZOSign,
-                           zo_estimate)
+from .hybrid import HybridFOZO, hybrid_steps
+from .gru import GRU, gru_project
+from .transforms import quantize_direction
 
 __all__ = [
     # registry
-    "make", "available", "register", "OptimizerInfo",
+    "make", "available", "info", "with_seed", "register", "OptimizerInfo",
     # closure contract
     "Closure", "capability",
     # zeroth-order
     "ZOOptimizer", "ZOSGD", "ZOAdam", "AdaZO", "ZOSign", "ZOConservative", "ForwardGrad",
     "zo_estimate", "ZOEstimate", "directional_derivative",
-    # perturbation
+    # perturbation (from optigrade._weights)
     "perturbed", "measure_drift", "DriftReport",
     # compressed first-order
-    "TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion", "quantize_tensor",
-    # first-order
+    "TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion", "quantize_direction",
+    # first-order and smoothing
     "SGD", "Adam", "AdamW", "FORS", "SAM",
     # second-order
     "Sophia", "SophiaH", "SophiaG", "SOUL", "AdaHessian", "hutchinson_diagonal",

@@ -11,18 +11,32 @@ from torch.optim import Optimizer
 
 from .. import _validate as V
 from . import transforms as T
+from .registry import register
 
 __all__ = ["TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion"]
 
 
 class TransformOptimizer(Optimizer):
-    """θ ← θ − η·u, u = ``self.transform(group)``(g) for each parameter with a ``.grad``."""
+    """θ ← θ − η·u, u = ``self.transform(group)``(g) for each parameter with a ``.grad``.
+
+    Subclasses build the transform chain from their group's hyperparameters:
+
+    >>> class Plain(TransformOptimizer):  # u = g: plain SGD
+    ...     def transform(self, group):
+    ...         return T.chain()
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    >>> opt = Plain([w], dict(lr=0.5)); w.grad = torch.tensor([2.0, 2.0]); opt.step(); w.tolist()
+    [0.0, 1.0]
+    """
 
     grade = 0.5
     family = "compressed-first-order"
     requires_closure = False
     needs_hvp = False
     accepts_rectified_grad = True
+    zeroth_order = False
+    seeded = False
+    seed_in = None
 
     def transform(self, group) -> T.Transform:
         raise NotImplementedError
@@ -52,8 +66,18 @@ def _wd(weight_decay):
     return V.non_negative("weight_decay", weight_decay, "the decoupled weight decay λ", "0.0")
 
 
+@register("signsgd")
 class SignSGD(TransformOptimizer):
-    """signSGD: θ ← θ − η(sign(g) + λθ)."""
+    """signSGD: θ ← θ − η(sign(g) + λθ).
+
+    One step on L = ½Σ a_i θ_i² moves every weight by exactly η·sign(g):
+
+    >>> w = torch.nn.Parameter(torch.tensor([0.5, -2.0, 5.0]))
+    >>> opt = SignSGD([w], lr=0.25)
+    >>> (0.5 * torch.tensor([1.0, 10.0, 0.1]) * w ** 2).sum().backward(); opt.step()
+    >>> w.tolist()  # θ − 0.25·sign(θ)
+    [0.25, -1.75, 4.75]
+    """
 
     def __init__(self, params, lr: float = 1e-5, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=V.lr(lr), weight_decay=_wd(weight_decay)))
@@ -62,8 +86,18 @@ class SignSGD(TransformOptimizer):
         return T.chain(T.sign(), T.decayed_weights(g["weight_decay"]))
 
 
+@register("signum")
 class Signum(TransformOptimizer):
-    """Signum: m ← βm + (1−β)g;  θ ← (1−ηλ)θ − η·sign(m).  β = 0 is signSGD."""
+    """Signum: m ← βm + (1−β)g;  θ ← (1−ηλ)θ − η·sign(m).  β = 0 is signSGD:
+
+    >>> a, b = torch.nn.Parameter(torch.tensor([1.0, -3.0])), torch.nn.Parameter(torch.tensor([1.0, -3.0]))
+    >>> oa, ob = Signum([a], lr=0.1, beta=0.0), SignSGD([b], lr=0.1)
+    >>> for _ in range(3):
+    ...     for w, o in ((a, oa), (b, ob)):
+    ...         w.grad = w.detach() ** 3; o.step()
+    >>> torch.equal(a, b)
+    True
+    """
 
     def __init__(self, params, lr: float = 1e-5, beta: float = 0.9, weight_decay: float = 0.0):
         beta = V.unit_open("beta", beta, "the momentum EMA coefficient", "0.9")
@@ -73,11 +107,17 @@ class Signum(TransformOptimizer):
         return T.chain(T.ema(g["beta"]), T.sign(), T.decayed_weights(g["weight_decay"]))
 
 
+@register("signadam")
 class SignAdam(TransformOptimizer):
     """signAdam / quantized Adam: θ ← (1−ηλ)θ − η·Q(m̂/(√v̂+ε); N).
 
-    Q is the N-level quantizer of :func:`transforms.quantize_tensor`; N = ``levels`` = 1 is
+    Q is the N-level quantizer of :func:`transforms.quantize_direction`; N = ``levels`` = 1 is
     sign, large N approaches Adam's direction (rescaled per tensor by its ‖·‖∞).
+
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    >>> opt = SignAdam([w], lr=0.1, levels=1)
+    >>> (w ** 2).sum().backward(); opt.step(); [round(x, 6) for x in w.tolist()]
+    [0.9, -1.9, 2.9]
     """
 
     def __init__(self, params, lr: float = 1e-5, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -94,9 +134,17 @@ class SignAdam(TransformOptimizer):
                        T.decayed_weights(g["weight_decay"]))
 
 
+@register("lion")
 class Lion(TransformOptimizer):
     """Lion (Chen et al. 2023): c = β1 m + (1−β1)g;  θ ← θ − η(sign(c) + λθ);
-    m ← β2 m + (1−β2)g.  Use an lr 3–10× smaller than AdamW's."""
+    m ← β2 m + (1−β2)g.  Use an lr 3–10× smaller than AdamW's.
+
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    >>> opt = Lion([w], lr=0.1, weight_decay=0.5)
+    >>> w.grad = torch.tensor([2.0, -3.0]); opt.step()
+    >>> w.tolist()  # θ − 0.1·(sign(g) + 0.5·θ)
+    [0.8500000238418579, -0.8500000238418579]
+    """
 
     def __init__(self, params, lr: float = 1e-5, betas=(0.9, 0.99), weight_decay: float = 0.0):
         super().__init__(params, dict(lr=V.lr(lr), betas=V.betas(betas, (0.9, 0.99)),

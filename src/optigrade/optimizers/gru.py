@@ -24,12 +24,15 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import _validate as V
-from ._wrap import WrappedOptimizer, build, grad_params, param_list
+from ._common import grad_params, grads_or_zeros
+from ._wrapper import WrappedOptimizer, param_list
 from .closure import capability
+from .registry import build, register_suffix
 
 __all__ = ["gru_project", "GRU"]
 
 RECTIFY = ("full", "forget")
+_GRU_KEYS = ("gamma", "cos_clip", "rectify")  # GRU's own keywords in "<base>+gru" names
 
 
 def gru_project(g_u: Sequence[torch.Tensor], g_r: Sequence[torch.Tensor],
@@ -82,13 +85,24 @@ class _Rectified:
 
 
 class GRU(WrappedOptimizer):
-    """GRU wrapper (see module docstring).  ``grade``/``family`` follow the base optimizer.
+    """GRU wrapper (see module docstring).  ``grade``, ``needs_hvp`` and ``seeded`` follow the
+    base optimizer (per instance), ``family`` is ``"gru(<base family>)"``.
 
     Args:
         params: parameters or groups.  base: registered name or Optimizer class ("adam").
         gamma: γ ∈ (0, 1], the weight of the current retain gradient in the EMA (0.8).
         cos_clip: None or c ∈ [−1, 0), see :func:`gru_project`.
         rectify: "full" | "forget" (which gradient is g_u).  **base_hparams: for the base (lr, …).
+
+    The step removes the component of ∇L that opposes the retain gradient (here ∇L = (1, −1),
+    ∇L_r = (0, 1), so SGD at lr 1 steps on (1, 0)):
+
+    >>> from optigrade.optimizers import Closure
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+    >>> c = Closure(lambda: w[0] - w[1], [w], retain_loss_fn=lambda: w[1])
+    >>> opt = GRU([w], base="sgd", lr=1.0)
+    >>> _ = opt.step(c); w.tolist(), opt.last_info["projected"], opt.family
+    ([0.0, 1.0], True, 'gru(first-order)')
     """
 
     grade = 1.0
@@ -96,6 +110,9 @@ class GRU(WrappedOptimizer):
     requires_closure = True
     needs_hvp = False
     accepts_rectified_grad = False
+    zeroth_order = False
+    seeded = False
+    seed_in = None
 
     def __init__(self, params, base="adam", gamma: float = 0.8, cos_clip: Optional[float] = None,
                  rectify: str = "full", **base_hparams):
@@ -107,7 +124,7 @@ class GRU(WrappedOptimizer):
             raise ValueError(f"cos_clip must be None or in [-1, 0), got {cos_clip!r}; the floor on "
                              "cos(g_u, g_r) used by the projection, try -0.5")
         V.choice("rectify", rectify, RECTIFY, "which gradient GRU rectifies")
-        inner = build(base, params, base_hparams, "GRU")
+        inner = build(base, param_list(params), "GRU", **base_hparams)
         if not getattr(inner, "accepts_rectified_grad", True):
             raise ValueError(f"GRU cannot wrap {base!r}: it does not step on a gradient handed to it "
                              "(zeroth-order, FO-RS, SAM, hybrid); use a first-order, compressed or "
@@ -119,14 +136,8 @@ class GRU(WrappedOptimizer):
         self.grade = getattr(inner, "grade", 1.0)
         self.family = f"gru({getattr(inner, 'family', type(inner).__name__)})"
         self.needs_hvp = getattr(inner, "needs_hvp", False)
+        self.seeded = getattr(inner, "seeded", False)
         self.last_info: dict = {}
-
-    @staticmethod
-    def _grads(loss, params, retain=False):
-        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            return [torch.zeros_like(p) for p in params]
-        gs = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
 
     def step(self, closure=None):
         if closure is None:
@@ -142,14 +153,14 @@ class GRU(WrappedOptimizer):
                 g_u = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
             else:
                 parts = capability(closure, "parts", "GRU(rectify='forget')")(True)
-                g_u = self._grads(parts["forget"], params, retain=True)
-                extra = self._grads(parts["retain"], params)
+                g_u = grads_or_zeros(parts["forget"], params, retain_graph=True)
+                extra = grads_or_zeros(parts["retain"], params)
                 loss = (parts["forget"] + parts["retain"]).detach()
             lr_ = retain_loss()
             if lr_ is None:
                 raise ValueError("GRU needs closure.retain_loss() to return the retain NLL, got None; "
                                  "build the closure with retain_fn= or retain_loss_fn=")
-            g_r = self._grads(lr_, params)
+            g_r = grads_or_zeros(lr_, params)
         ema = []
         for p, g in zip(params, g_r):
             s = self.state[p]
@@ -164,3 +175,14 @@ class GRU(WrappedOptimizer):
         self.last_info = info
         self.inner["base"].step(_Rectified(closure, params, g_t, loss))
         return loss
+
+
+def _make_gru(base: str, params, **hparams) -> GRU:
+    """``make("<base>+gru", ...)``: GRU's keywords are split off, the rest go to the base."""
+    gru_kw = {k: hparams.pop(k) for k in _GRU_KEYS if k in hparams}
+    return GRU(params, base=base, **gru_kw, **hparams)
+
+
+register_suffix("+gru", GRU, _make_gru,
+                accepts=lambda cls: bool(getattr(cls, "accepts_rectified_grad", False)),
+                bases="first-order, compressed and second-order bases")

@@ -18,6 +18,9 @@ paper does not say, so it is an option and is stored in ``defaults``.  Counters 
 always persist.  ``lr`` is the FO learning rate, ``zo_lr`` the ZO one (default: lr).
 grade = 0.5: half the steps use gradients, half loss values only (for "mix": 1 − α, stored
 per instance as ``self.grade``).
+
+``alpha`` here is the **ZO weight of the mixture** (mode="mix"), not the retain weight of the
+unlearning objectives nor a significance level.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Optional
 import torch
 
 from .. import _validate as V
-from ._wrap import WrappedOptimizer, build, grad_params, param_list
+from ._common import grad_or_zeros, grad_params
+from ._wrapper import WrappedOptimizer, param_list
+from .registry import build, register
 
 __all__ = ["HybridFOZO", "hybrid_steps"]
 
@@ -37,8 +42,8 @@ MODES = ("alternate", "mix")
 def hybrid_steps(total_rounds: int, n_fo: int = 20, n_zo: int = 20) -> int:
     """Number of steps for ``total_rounds`` full FO→ZO rounds (ends on a ZO step).
 
-    >>> hybrid_steps(3)
-    120
+    >>> hybrid_steps(3), hybrid_steps(2, n_fo=1, n_zo=4)  # k·(n_fo + n_zo)
+    (120, 10)
     """
     V.int_at_least("total_rounds", total_rounds, 1, "the number of FO→ZO rounds", 5)
     return total_rounds * (n_fo + n_zo)
@@ -49,15 +54,27 @@ def _reset(opt):
         del opt.state[k]
 
 
+@register("hybrid")
 class HybridFOZO(WrappedOptimizer):
     """Alternating (or mixed) first-order / zeroth-order optimizer; see the module docstring.
 
     Args:
         params: parameters or groups.  lr: the FO learning rate.  zo_lr: the ZO learning rate.
-        n_fo, n_zo: steps per phase (20 each).  fo: FO optimizer name ("adam").
-        zo: ZO optimizer name ("zo-sgd").  persist_state: keep inner states across switches.
+        n_fo, n_zo: steps per phase (20 each).  fo: FO optimizer ("adam"; a registered name or
+        an Optimizer class).  zo: ZO optimizer ("zo-sgd"; its class must declare
+        ``zeroth_order = True``).  persist_state: keep inner states across switches.
         mode: "alternate" | "mix".  alpha: the ZO weight of the mixture (mode="mix").
-        fo_hparams, zo_hparams: extra keyword arguments for the inner optimizers.
+        fo_hparams, zo_hparams: extra keyword arguments for the inner optimizers (the study's
+        seed goes into ``zo_hparams``: ``seed_in = "zo_hparams"``).
+
+    >>> from optigrade.optimizers import Closure
+    >>> w = torch.nn.Parameter(torch.ones(2))
+    >>> opt = HybridFOZO([w], lr=0.01, n_fo=2, n_zo=1)
+    >>> phases = []
+    >>> for _ in range(hybrid_steps(2, 2, 1)):
+    ...     phases.append(opt.phase); _ = opt.step(Closure(lambda: (w ** 2).sum(), [w]))
+    >>> phases, opt.at_round_end
+    (['fo', 'fo', 'zo', 'fo', 'fo', 'zo'], True)
     """
 
     grade = 0.5
@@ -65,9 +82,12 @@ class HybridFOZO(WrappedOptimizer):
     requires_closure = True
     needs_hvp = False
     accepts_rectified_grad = False
+    zeroth_order = False
+    seeded = True
+    seed_in = "zo_hparams"
 
     def __init__(self, params, lr: float = 1e-5, *, zo_lr: Optional[float] = None,
-                 n_fo: int = 20, n_zo: int = 20, fo: str = "adam", zo: str = "zo-sgd",
+                 n_fo: int = 20, n_zo: int = 20, fo="adam", zo="zo-sgd",
                  persist_state: bool = True, mode: str = "alternate", alpha: float = 0.5,
                  fo_hparams: Optional[dict] = None, zo_hparams: Optional[dict] = None):
         params = param_list(params)
@@ -79,9 +99,9 @@ class HybridFOZO(WrappedOptimizer):
         if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}; the ZO weight of the "
                              "mixture g = (1-alpha)*g_FO + alpha*g_ZO, try 0.5")
-        fo_opt = build(fo, params, dict(fo_hparams or {}, lr=lr), "HybridFOZO(fo)")
-        zo_opt = build(zo, params, dict(zo_hparams or {}, lr=zo_lr), "HybridFOZO(zo)")
-        if getattr(fo_opt, "grade", 1.0) == 0.0 or getattr(zo_opt, "grade", 0.0) != 0.0:
+        fo_opt = build(fo, param_list(params), "HybridFOZO(fo)", **dict(fo_hparams or {}, lr=lr))
+        zo_opt = build(zo, param_list(params), "HybridFOZO(zo)", **dict(zo_hparams or {}, lr=zo_lr))
+        if getattr(fo_opt, "zeroth_order", False) or not getattr(zo_opt, "zeroth_order", False):
             raise ValueError(f"HybridFOZO needs a gradient-based fo and a zeroth-order zo, got "
                              f"fo={fo!r} (grade {getattr(fo_opt, 'grade', '?')}), zo={zo!r} (grade "
                              f"{getattr(zo_opt, 'grade', '?')}); try fo='adam', zo='zo-sgd'")
@@ -90,7 +110,7 @@ class HybridFOZO(WrappedOptimizer):
                                       alpha=float(alpha)), {"fo": fo_opt, "zo": zo_opt})
         self.state["hybrid"] = {"step": 0, "last_phase": None, "switches": 0}
         if mode == "mix":
-            self.grade = 1.0 - float(alpha) * 1.0
+            self.grade = 1.0 - float(alpha)
 
     @property
     def phase(self) -> str:
@@ -127,8 +147,7 @@ class HybridFOZO(WrappedOptimizer):
                 loss = closure()
             a = self.defaults["alpha"]
             for p, gz in zip(grad_params(self), g_zo):
-                g = torch.zeros_like(p) if p.grad is None else p.grad
-                p.grad = g.mul(1 - a).add_(gz, alpha=a)
+                p.grad = grad_or_zeros(p).mul(1 - a).add_(gz, alpha=a)
             self.inner["fo"].step()
         self.state["hybrid"] = {"step": st["step"] + 1, "last_phase": phase,
                                 "switches": st["switches"] + int(switched)}

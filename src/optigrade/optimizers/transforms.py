@@ -17,7 +17,7 @@ from typing import Dict, Sequence
 
 import torch
 
-__all__ = ["Transform", "chain", "ema", "sign", "quantize", "quantize_tensor", "adam", "lion",
+__all__ = ["Transform", "chain", "ema", "sign", "quantize", "quantize_direction", "adam", "lion",
            "decayed_weights"]
 
 
@@ -66,13 +66,15 @@ class ema(Transform):
         return state[self.key].mul_(self.beta).add_(u, alpha=1 - self.beta)
 
 
-def quantize_tensor(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """Q(x; N) = sign(x)·⌈N·|x|/‖x‖∞⌉/N: N magnitude levels {1/N, …, 1} (per tensor).
+def quantize_direction(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Q(x; N) = sign(x)·⌈N·|x|/‖x‖∞⌉/N: the N-level quantizer of an update *direction*
+    (signAdam's Q), N magnitude levels {1/N, …, 1} per tensor.  (Not the RTN weight quantizer
+    of the attacks in :mod:`optigrade.analysis`.)
 
     N = 1 is sign(x); as N → ∞, Q(x; N) → x/‖x‖∞ (the direction of x, rescaled so that the
     largest coordinate moves by η as under sign).  Returns a new tensor.
 
-    >>> quantize_tensor(torch.tensor([0.1, -0.5, 1.0, 0.0]), 2).tolist()
+    >>> quantize_direction(torch.tensor([0.1, -0.5, 1.0, 0.0]), 2).tolist()
     [0.5, -0.5, 1.0, 0.0]
     """
     if levels == 1:
@@ -85,12 +87,12 @@ def quantize_tensor(x: torch.Tensor, levels: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class quantize(Transform):
-    """u ← Q(u; levels), see :func:`quantize_tensor`."""
+    """u ← Q(u; levels), see :func:`quantize_direction`."""
 
     levels: int = 1
 
     def update(self, u, p, state, t):
-        return quantize_tensor(u, self.levels)
+        return quantize_direction(u, self.levels)
 
 
 def sign() -> quantize:

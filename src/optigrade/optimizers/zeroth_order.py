@@ -1,7 +1,7 @@
 """Zeroth-order optimizers (grade 0): directions from loss values only.
 
 Two-point estimator with ``q`` random directions ``u_i = a_i·z_i`` (see
-:mod:`optimizers.perturbation` for the distributions):
+:mod:`optigrade._directions` for the distributions):
 
     central:  ĝ = (γ/q) Σ_i [L(θ+μu_i) − L(θ−μu_i)] / (2μ) · u_i
     forward:  ĝ = (γ/q) Σ_i [L(θ+μu_i) − L(θ)] / μ · u_i
@@ -14,8 +14,9 @@ Memory (MeZO): ``z`` is regenerated from a per-step seed, never stored; the clos
 under ``torch.no_grad()``.  With q = 1 and central differences a step regenerates z three
 times: +μz, −2μz, then one fused pass that restores (+μz) and applies the update chunk by
 chunk (four for the sphere, which needs ‖z‖ first).  ``exact=True`` instead keeps a copy of
-the weights (one model of extra memory) and restores by copy, bit for bit: use it in
-bf16/fp16, where the arithmetic round trip drifts (see :func:`perturbation.measure_drift`).
+the weights (one model of extra memory) and restores by copy, bit for bit
+(:func:`optigrade._weights.perturbed`): use it in bf16/fp16, where the arithmetic round trip
+drifts (see :func:`optigrade._weights.measure_drift`).
 
 Randomness: the per-step seed is ``mix_seed(seed, step, i)``; ``seed`` and ``step`` live in
 ``optimizer.state["zo"]``, so ``state_dict`` round-trips continue identically.  The global RNG
@@ -26,7 +27,6 @@ closure must be deterministic itself.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
@@ -35,10 +35,13 @@ import torch
 from torch.optim import Optimizer
 
 from .. import _validate as V
-from .perturbation import CHUNK, DISTRIBUTIONS, direction_chunks, mix_seed, perturb_, unit_factor
+from .._directions import CHUNK, DISTRIBUTIONS, Seeded, direction_chunks, mix_seed, unit_factor
+from .._weights import eval_mode, perturb_, perturbed, restore, snapshot
+from ._common import advanced, param_pairs
+from .registry import register
 
 __all__ = ["ZOEstimate", "zo_estimate", "zo_apply", "ZOOptimizer", "ZOSGD", "ZOAdam", "AdaZO",
-           "ZOSign", "ZOConservative", "eval_mode"]
+           "ZOSign", "ZOConservative"]
 
 DIFFERENCES = ("central", "forward")
 
@@ -49,6 +52,11 @@ class ZOEstimate:
 
     proj[i] is the finite-difference directional derivative along u_i = unit[i]·z_i.
     pending: a restore of ``pending·z_last`` not yet applied (the fused path); 0 if none.
+
+    >>> est = ZOEstimate(seeds=[1, 2], unit=[0.5, 0.25], proj=[2.0, -4.0], d=3, dist="sphere",
+    ...                  sphere_scale=True, loss=0.0, n_evals=4)
+    >>> est.coefs()  # proj·unit·d/q
+    [1.5, -1.5]
     """
 
     seeds: List[int]
@@ -67,6 +75,24 @@ class ZOEstimate:
         return [c * a * gain / q for c, a in zip(self.proj, self.unit)]
 
 
+def _mezo_evals(params, closure, z: Seeded, h: float, central: bool):
+    """MeZO's in-place sequence along z: +h, L₊, (−2h, L₋); returns (L₊, L₋, offset) with θ
+    left at θ + offset·z for the caller to undo (or to fuse with the update).  On an
+    exception the offset is undone here."""
+    moved, lm = 0.0, None
+    try:
+        perturb_(params, z, h); moved = h
+        lp = float(closure())
+        if central:
+            perturb_(params, z, -2 * h); moved = -h
+            lm = float(closure())
+    except BaseException:
+        if moved:
+            perturb_(params, z, -moved)
+        raise
+    return lp, lm, moved
+
+
 def zo_estimate(params: Sequence[torch.Tensor], closure: Callable[[], torch.Tensor],
                 seeds: Sequence[int], mu: float, dist: str = "gaussian",
                 difference: str = "central", exact: bool = False, sphere_scale: bool = True,
@@ -76,52 +102,55 @@ def zo_estimate(params: Sequence[torch.Tensor], closure: Callable[[], torch.Tens
     Returns an :class:`ZOEstimate`; θ is restored on return except, with ``defer_restore``
     (arithmetic mode only), the last ``+μu`` restore which :func:`zo_apply` fuses with the update.
     Restores on exceptions too.
+
+    Central differences are exact on a linear loss L = c·θ (proj = c·z), and the mean of ĝ
+    over many directions approaches ∇L = c:
+
+    >>> c = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    >>> w = torch.zeros(3, dtype=torch.float64)
+    >>> est = zo_estimate([w], lambda: c @ w, seeds=range(4000), mu=1e-3)
+    >>> z0 = Seeded(est.seeds[0]).tensors([w])[0]
+    >>> abs(est.proj[0] - float(c @ z0)) < 1e-9, bool(w.abs().max() < 1e-15)  # θ restored
+    (True, True)
+    >>> g = torch.zeros(3, dtype=torch.float64)
+    >>> zo_apply([w], est, est.coefs(), lambda j, flat, sl, gc: g[sl].add_(gc))
+    >>> bool((g - c).abs().max() < 0.3)
+    True
     """
     params = list(params)
     d = sum(p.numel() for p in params)
-    saved = [p.detach().clone() for p in params] if exact else None
     unit, proj, losses, n = [], [], [], 0
     pending = 0.0
-
-    def restore_copy():
-        for p, s in zip(params, saved):
-            p.copy_(s)
-
+    central = difference == "central"
     with torch.no_grad():
         base = None
-        if difference == "forward":
+        if not central:
             base = float(closure()); n += 1
         for i, s in enumerate(seeds):
             a = unit_factor(params, s, dist, chunk)
-            h = mu * a
-            moved = 0.0  # how far along z we are from θ, for restoring on exceptions
-            try:
-                perturb_(params, s, h, dist, chunk); moved = h
-                lp = float(closure()); n += 1
-                if difference == "central":
-                    if exact:
-                        restore_copy(); moved = 0.0
-                        perturb_(params, s, -h, dist, chunk)
-                    else:
-                        perturb_(params, s, -2 * h, dist, chunk)
-                    moved = -h
-                    lm = float(closure()); n += 1
-                    proj.append((lp - lm) / (2 * mu)); losses.append(0.5 * (lp + lm))
-                else:
-                    proj.append((lp - base) / mu); losses.append(base)
-            except BaseException:
-                if exact:
-                    restore_copy()
-                elif moved:
-                    perturb_(params, s, -moved, dist, chunk)
-                raise
-            unit.append(a)
-            if exact:
-                restore_copy()
-            elif defer_restore and i == len(seeds) - 1:
-                pending = -moved
+            z, h = Seeded(s, dist, chunk), mu * a
+            if exact:  # both points from θ, restored by copy (bit for bit)
+                with perturbed(params, z, h, exact=True):
+                    lp = float(closure())
+                lm = None
+                if central:
+                    with perturbed(params, z, -h, exact=True):
+                        lm = float(closure())
+                offset = 0.0
             else:
-                perturb_(params, s, -moved, dist, chunk)
+                # MeZO's published sequence +μz, −2μz, +μz: two perturbed() blocks would go
+                # +μz, −μz, −μz, +μz instead (one more regeneration pass, different rounding)
+                lp, lm, offset = _mezo_evals(params, closure, z, h, central)
+            n += 2 if central else 1
+            if central:
+                proj.append((lp - lm) / (2 * mu)); losses.append(0.5 * (lp + lm))
+            else:
+                proj.append((lp - base) / mu); losses.append(base)
+            unit.append(a)
+            if defer_restore and i == len(seeds) - 1:
+                pending = -offset
+            elif offset:
+                perturb_(params, z, -offset)
     return ZOEstimate(list(seeds), unit, proj, d, dist, sphere_scale,
                       sum(losses) / len(losses), n, pending)
 
@@ -129,7 +158,8 @@ def zo_estimate(params: Sequence[torch.Tensor], closure: Callable[[], torch.Tens
 def zo_apply(params: Sequence[torch.Tensor], est: ZOEstimate, coefs: Sequence[float],
              fn: Callable[[int, torch.Tensor, slice, torch.Tensor], None], chunk: int = CHUNK) -> None:
     """One regeneration pass: for every chunk, finish a pending restore, build
-    ĝ_chunk = Σ_i coefs[i]·z_i[chunk] and call ``fn(j, flat_param_j, slice, ĝ_chunk)``."""
+    ĝ_chunk = Σ_i coefs[i]·z_i[chunk] and call ``fn(j, flat_param_j, slice, ĝ_chunk)``
+    (example: :func:`zo_estimate`)."""
     with torch.no_grad():
         for j, p in enumerate(params):
             flat = p.detach().view(-1)
@@ -145,21 +175,6 @@ def zo_apply(params: Sequence[torch.Tensor], est: ZOEstimate, coefs: Sequence[fl
         est.pending = 0.0
 
 
-@contextlib.contextmanager
-def eval_mode(model: Optional[torch.nn.Module]):
-    """Put ``model`` in eval mode inside; restore every module's previous mode after."""
-    if model is None:
-        yield
-        return
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, t in modes:
-            m.train(t)
-
-
 class ZOOptimizer(Optimizer):
     """Base class: estimate ĝ with :func:`zo_estimate`, then apply ``_update_chunk`` per chunk.
 
@@ -170,6 +185,18 @@ class ZOOptimizer(Optimizer):
         exact: restore by copy (bit-exact, +1 model of memory). seed: base seed.
         weight_decay: λ, decoupled: θ ← θ − ηλθ. sphere_scale: multiply by d for the sphere.
         chunk: elements per generated chunk. model: optional module put in eval mode.
+
+    A subclass supplies ``_update_chunk`` (and optionally ``_coefs``):
+
+    >>> class Plain(ZOOptimizer):  # θ ← θ − ηĝ
+    ...     def _update_chunk(self, p, group, state, flat, sl, g):
+    ...         flat[sl].add_(g, alpha=-group["lr"])
+    >>> w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    >>> from optigrade.optimizers import Closure
+    >>> opt = Plain([w], lr=0.1, seed=1)
+    >>> loss = opt.step(Closure(lambda: w.sum() + 1, [w]))  # the mean of L(θ ± μz)
+    >>> round(float(loss), 12), opt.step_count
+    (1.0, 1)
     """
 
     grade = 0.0
@@ -177,6 +204,9 @@ class ZOOptimizer(Optimizer):
     requires_closure = True
     needs_hvp = False
     accepts_rectified_grad = False
+    zeroth_order = True
+    seeded = True
+    seed_in = None
     default_dist = "gaussian"
     default_difference = "central"
 
@@ -202,17 +232,14 @@ class ZOOptimizer(Optimizer):
         super().__init__(params, defaults)
         self.state["zo"] = {"seed": V.seed(seed), "step": 0}
 
-    def _pairs(self):
-        return [(p, g) for g in self.param_groups for p in g["params"] if p.requires_grad]
-
     def _seeds(self) -> List[int]:
         st = self.state["zo"]
         return [mix_seed(st["seed"], st["step"], i) for i in range(self.q)]
 
-    def _estimate(self, params, closure, defer: bool = True) -> ZOEstimate:
+    def _estimate(self, params, closure) -> ZOEstimate:
+        """ĝ at θ; in arithmetic mode the last restore is left pending for :func:`zo_apply`."""
         return zo_estimate(params, closure, self._seeds(), self.mu, self.dist, self.difference,
-                           self.exact, self.sphere_scale, self.chunk,
-                           defer_restore=defer and not self.exact)
+                           self.exact, self.sphere_scale, self.chunk, defer_restore=not self.exact)
 
     def _coefs(self, est: ZOEstimate) -> List[float]:
         return est.coefs()
@@ -220,23 +247,23 @@ class ZOOptimizer(Optimizer):
     def _update_chunk(self, p, group, state, flat, sl, g) -> None:
         raise NotImplementedError
 
-    def _apply(self, pairs, est: ZOEstimate) -> None:
-        def fn(j, flat, sl, g):
-            p, group = pairs[j]
-            self._update_chunk(p, group, self.state[p], flat, sl, g)
-        zo_apply([p for p, _ in pairs], est, self._coefs(est), fn, self.chunk)
+    def _finish(self, est: ZOEstimate) -> None:
+        self.state["zo"] = advanced(self.state["zo"])
+        self.last_estimate = est
 
     def step(self, closure=None):
         if closure is None:
             raise TypeError(f"{type(self).__name__}.step needs a closure returning the loss; "
                             "call optimizer.step(closure) (see optimizers.Closure)")
-        pairs = self._pairs()
+        pairs = param_pairs(self)
         with torch.no_grad(), eval_mode(self.model):
             est = self._estimate([p for p, _ in pairs], closure)
-            self._apply(pairs, est)
-        st = self.state["zo"]
-        self.state["zo"] = {"seed": st["seed"], "step": st["step"] + 1}
-        self.last_estimate = est
+
+            def fn(j, flat, sl, g):
+                p, group = pairs[j]
+                self._update_chunk(p, group, self.state[p], flat, sl, g)
+            zo_apply([p for p, _ in pairs], est, self._coefs(est), fn, self.chunk)
+        self._finish(est)
         return torch.tensor(est.loss)
 
     def estimate_gradient(self, closure) -> List[torch.Tensor]:
@@ -244,18 +271,15 @@ class ZOOptimizer(Optimizer):
 
         Uses and advances the same seed stream as :meth:`step`; the weights are restored.
         """
-        pairs = self._pairs()
-        params = [p for p, _ in pairs]
+        params = [p for p, _ in param_pairs(self)]
         with torch.no_grad(), eval_mode(self.model):
-            est = self._estimate(params, closure, defer=False)
+            est = self._estimate(params, closure)
             out = [torch.zeros(p.numel(), dtype=torch.float32, device=p.device) for p in params]
 
             def fn(j, flat, sl, g):
                 out[j][sl].copy_(g)
-            zo_apply(params, est, self._coefs(est), fn, self.chunk)
-        st = self.state["zo"]
-        self.state["zo"] = {"seed": st["seed"], "step": st["step"] + 1}
-        self.last_estimate = est
+            zo_apply(params, est, self._coefs(est), fn, self.chunk)  # also finishes the restore
+        self._finish(est)
         return [o.view_as(p).to(p.dtype) for o, p in zip(out, params)]
 
     @property
@@ -268,10 +292,37 @@ def _decay(flat, sl, group):
         flat[sl].mul_(1 - group["lr"] * group["weight_decay"])
 
 
+def _moments(p, group, state, sl):
+    """(β1, β2, m, v) for chunk ``sl`` of ``p``: views into the lazily created moment buffers."""
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(p)
+        state["exp_avg_sq"] = torch.zeros_like(p)
+    b1, b2 = group["betas"]
+    return b1, b2, state["exp_avg"].view(-1)[sl], state["exp_avg_sq"].view(-1)[sl]
+
+
+def _linear_problem():
+    """(w, closure, c) for the doctests: L = c·θ in float64 (central differences are exact)."""
+    from .closure import Closure
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    return w, Closure(lambda: c @ w, [w]), c
+
+
+@register("zo-sgd-momentum", momentum=0.9)
+@register("zo-sgd")
 class ZOSGD(ZOOptimizer):
     """ZO-SGD (MeZO): θ ← θ − η(ĝ + λθ); with momentum β: b ← βb + ĝ, θ ← θ − η(b + λθ).
 
     Momentum stores a buffer b (one model of memory): it is no longer inference-memory.
+    On a linear loss L = c·θ one step is exactly θ − η·(c·z)·z:
+
+    >>> w, closure, c = _linear_problem()
+    >>> opt = ZOSGD([w], lr=0.1, seed=7)
+    >>> _ = opt.step(closure)
+    >>> z = Seeded(opt.last_estimate.seeds[0]).tensors([w])[0]
+    >>> torch.allclose(w.detach(), -0.1 * float(c @ z) * z, atol=1e-12)
+    True
     """
 
     def __init__(self, params, lr: float = 1e-6, momentum: float = 0.0, **kw):
@@ -289,11 +340,18 @@ class ZOSGD(ZOOptimizer):
         flat[sl].add_(g, alpha=-group["lr"])
 
 
+@register("zo-adam")
 class ZOAdam(ZOOptimizer):
     """ZO-Adam (ZO-AdaMM-style, decoupled decay): Adam on ĝ.
 
     m ← β1 m + (1−β1)ĝ; v ← β2 v + (1−β2)ĝ²; θ ← θ(1−ηλ) − η·(m/(1−β1ᵗ)) / (√(v/(1−β2ᵗ)) + ε).
-    Keeps m and v: two models of memory.
+    Keeps m and v: two models of memory.  The first step moves every weight by ≈ η
+    (m̂/√v̂ = sign ĝ):
+
+    >>> w, closure, _ = _linear_problem()
+    >>> _ = ZOAdam([w], lr=0.01, seed=1).step(closure)
+    >>> [round(abs(x), 6) for x in w.tolist()]
+    [0.01, 0.01, 0.01]
     """
 
     def __init__(self, params, lr: float = 1e-5, betas=(0.9, 0.999), eps: float = 1e-8, **kw):
@@ -301,13 +359,8 @@ class ZOAdam(ZOOptimizer):
             betas=V.betas(betas), eps=V.positive("eps", eps, "Adam's denominator guard ε", "1e-8")), **kw)
 
     def _update_chunk(self, p, group, state, flat, sl, g):
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        b1, b2 = group["betas"]
+        b1, b2, m, v = _moments(p, group, state, sl)
         t = self.state["zo"]["step"] + 1
-        m = state["exp_avg"].view(-1)[sl]
-        v = state["exp_avg_sq"].view(-1)[sl]
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v / (1 - b2 ** t)).sqrt_().add_(group["eps"])
@@ -315,6 +368,7 @@ class ZOAdam(ZOOptimizer):
         flat[sl].addcdiv_(m, denom, value=-group["lr"] / (1 - b1 ** t))
 
 
+@register("adazo")
 class AdaZO(ZOOptimizer):
     """R-AdaZO (Shu et al., "Refining Adaptive Zeroth-Order Optimization at Ease", ICML 2025).
 
@@ -327,6 +381,12 @@ class AdaZO(ZOOptimizer):
     No bias correction (as in the paper).  Chosen over ZO-AdaMM (ĝ² in v, which is
     :class:`ZOAdam`) because it is the variant named "AdaZO" that the grade paper cites and
     its m² second moment is far less noisy than ĝ².  Keeps m and v (two models of memory).
+    The first step moves every weight by ≈ η/√(1−β2) (= 10η for β2 = 0.99):
+
+    >>> w, closure, _ = _linear_problem()
+    >>> _ = AdaZO([w], lr=0.01, seed=1).step(closure)
+    >>> [round(abs(x), 4) for x in w.tolist()]
+    [0.1, 0.1, 0.1]
     """
 
     default_dist = "sphere"
@@ -338,25 +398,26 @@ class AdaZO(ZOOptimizer):
             eps=V.positive("eps", eps, "the stability constant ζ under the root", "1e-8")), **kw)
 
     def _update_chunk(self, p, group, state, flat, sl, g):
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        b1, b2 = group["betas"]
-        m = state["exp_avg"].view(-1)[sl]
-        v = state["exp_avg_sq"].view(-1)[sl]
+        b1, b2, m, v = _moments(p, group, state, sl)
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(m, m, value=1 - b2)
         _decay(flat, sl, group)
         flat[sl].addcdiv_(m, (v + group["eps"]).sqrt_(), value=-group["lr"])
 
 
+@register("zo-sign")
 class ZOSign(ZOOptimizer):
     """ZO-sign (ZO-Bench's "ZO-SGD-Sign"): the sign of each projected-gradient scalar.
 
         θ ← θ(1−ηλ) − (η/q) Σ_i sign(c_i)·ũ_i,   c_i the finite difference along u_i,
 
     with ũ_i = z_i for Gaussian/Rademacher and ũ_i = √d·u_i for the sphere (unit
-    per-coordinate scale), so a step's size does not depend on the loss scale.
+    per-coordinate scale), so a step's size does not depend on the loss scale:
+
+    >>> w, closure, _ = _linear_problem()
+    >>> opt = ZOSign([w], lr=0.05, seed=2, dist="rademacher")
+    >>> _ = opt.step(closure); [abs(x) for x in w.tolist()]  # η·|z| = η
+    [0.05, 0.05, 0.05]
     """
 
     def _coefs(self, est):
@@ -370,23 +431,32 @@ class ZOSign(ZOOptimizer):
         flat[sl].add_(g, alpha=-group["lr"])
 
 
+@register("zo-conservative")
 class ZOConservative(ZOOptimizer):
     """Conservative ZO (ZO-Bench "ZO-SGD-Cons"): try θ, θ − ηĝ and θ + ηĝ; keep the lowest loss.
 
     Costs two or three more forwards per step (L(θ) is evaluated unless forward differences
     already did).  Moves are applied by regeneration; with ``exact=True`` the starting weights
-    are kept and candidate points are built from that copy.
+    are kept (:func:`optigrade._weights.snapshot`) and candidate points are built from that copy.
+    The loss never goes up, whatever the step size:
+
+    >>> from optigrade.optimizers import Closure
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    >>> loss = lambda: (w ** 2).sum()
+    >>> opt = ZOConservative([w], lr=100.0, seed=0, exact=True)
+    >>> all(float(opt.step(Closure(loss, [w]))) <= 2.0 for _ in range(3)), float(loss().detach()) <= 2.0
+    (True, True)
     """
 
     def step(self, closure=None):
         if closure is None:
             return super().step(closure)
-        pairs = self._pairs()
+        pairs = param_pairs(self)
         params = [p for p, _ in pairs]
         with torch.no_grad(), eval_mode(self.model):
             est = self._estimate(params, closure)
             coefs = self._coefs(est)
-            saved = [p.detach().clone() for p in params] if self.exact else None
+            saved = snapshot(params) if self.exact else None
             if est.pending:  # finish the restore before measuring L(θ)
                 zo_apply(params, est, [0.0] * len(coefs), lambda *a: None, self.chunk)
             l0 = float(closure())
@@ -396,21 +466,19 @@ class ZOConservative(ZOOptimizer):
                     flat[sl].add_(g, alpha=scale * pairs[j][1]["lr"])
                 zo_apply(params, est, coefs, fn, self.chunk)
 
-            def back_to_start():
-                for p, s in zip(params, saved):
-                    p.copy_(s)
-
+            # Arithmetic mode walks θ → θ−ηĝ → θ+ηĝ → best by regenerating ĝ (no copy of the
+            # weights, as ZO-Bench does); exact mode rebuilds each candidate from the snapshot.
             move(-1.0)
             l_minus = float(closure())
             if self.exact:
-                back_to_start(); move(1.0)
+                restore(params, saved); move(1.0)
             else:
                 move(2.0)
             l_plus = float(closure())
             best = min((l0, 0), (l_minus, -1), (l_plus, 1))[1]
             if best != 1:
                 if self.exact:
-                    back_to_start()
+                    restore(params, saved)
                     if best == -1:
                         move(-1.0)
                 else:
@@ -418,8 +486,6 @@ class ZOConservative(ZOOptimizer):
             for p, group in pairs:
                 if group["weight_decay"]:
                     p.mul_(1 - group["lr"] * group["weight_decay"])
-        st = self.state["zo"]
-        self.state["zo"] = {"seed": st["seed"], "step": st["step"] + 1}
-        self.last_estimate = est
+        self._finish(est)
         self.last_choice = best
         return torch.tensor(min(l0, l_minus, l_plus))
