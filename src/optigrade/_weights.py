@@ -39,7 +39,6 @@ all of them, in order; for a seeded direction parameter j of that list uses
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Union
 
@@ -140,7 +139,8 @@ def perturbed(params: Params, direction: Optional[Direction] = None, scale: floa
     Args:
         params: the tensors to move (in place), or an ``nn.Module`` (all its parameters).
         direction: a list of tensors shaped like ``params``, or ``Seeded(seed, dist)``.
-        scale: the multiple of ``direction`` to add (any finite number; 0 moves nothing).
+        scale: the multiple of ``direction`` to add (a float; 0 moves nothing; a NaN
+            scale is applied as is, so a diverged optimizer shows NaN losses, not an error).
         exact: restore by copy (bit-exact; one extra copy of the weights) instead of by
             subtracting ``scale·d`` again (no memory; rounding drift in low precision).
         seed, mu, dist: the MeZO form without ``direction``: move by μ·u along the *unit*
@@ -176,9 +176,9 @@ def perturbed(params: Params, direction: Optional[Direction] = None, scale: floa
         saved = snapshot(params) if exact else None
         scale = mu * unit_factor(params, direction.seed, dist, chunk)
     else:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-            raise ValueError(f"scale must be a finite number, got {scale!r}; the multiple of the "
-                             "direction to add, try 1.0")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a number, got {scale!r}; the multiple of the "
+                            "direction to add, try 1.0")
         _check_direction(params, direction)
         saved = snapshot(params) if exact else None
     try:
