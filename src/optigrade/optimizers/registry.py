@@ -260,17 +260,3 @@ def with_seed(name: str, kwargs: Optional[dict], seed: int) -> dict:
         kw[i.seed_in] = sub
     return kw
 
-
-class _LegacyEntry(NamedTuple):
-    cls: type
-
-
-class _LegacyTable:
-    """``_REGISTRY.get(name).cls`` for analysis/study.py's ``_optimizer_kwargs`` until it calls
-    :func:`with_seed` (remove then; owner: the study/analysis engineer)."""
-
-    def get(self, name):
-        return _LegacyEntry(OPTIMIZERS.get(name)) if name in OPTIMIZERS else None
-
-
-_REGISTRY = _LegacyTable()
