@@ -2,8 +2,20 @@
 
 A :class:`Probe` holds a model, fixed batches and a token-weighted loss at the model's current
 weights; every function here takes a Probe and returns a small frozen result with values,
-settings, cost (loss / gradient / HVP passes), uncertainty, ``.to_frame()`` and, where a
-picture helps, ``.plot()``.
+settings, cost (loss / gradient / HVP passes), uncertainty, ``.to_frame()`` (tidy rows in the
+one schema, :data:`optigrade._tables.SCHEMA`) and, where a picture helps, ``.plot()`` (a
+figure Jupyter shows inline).  Which weights a Probe measures is chosen with the shared
+pattern vocabulary of :mod:`optigrade._select` (regex, ``glob:``, :data:`PRESETS`, callable).
+
+>>> import numpy as np
+>>> from optigrade import landscape as ls
+>>> from optigrade.landscape._examples import least_squares
+>>> probe, H = least_squares()                       # Hessian known: H = AᵀA
+>>> ev = ls.top_eigenvalues(probe, k=1)
+>>> bool(abs(ev.eigenvalues[0] - np.linalg.eigvalsh(H).max()) < 1e-8)
+True
+>>> ev.to_frame(subject="unlearned", data="forget").columns[:4].tolist()
+['run_id', 'subject', 'data', 'quantity']
 
 Leaf package: imports torch, numpy, scipy, pandas, matplotlib (and pyhessian lazily, only for
 ``backend="pyhessian"``).

@@ -35,7 +35,13 @@ def _check(sigma=None, alpha=None, n=None, tau=None):
 
 def clopper_pearson(k: int, n: int, alpha: float, side: str = "lower") -> float:
     """One-sided exact binomial bound at level α: lower = Beta⁻¹(α; k, n−k+1),
-    upper = Beta⁻¹(1−α; k+1, n−k) (0 / 1 at the edges)."""
+    upper = Beta⁻¹(1−α; k+1, n−k) (0 / 1 at the edges).
+
+    >>> clopper_pearson(7, 20, 0.05) == float(beta.ppf(0.05, 7, 14))
+    True
+    >>> clopper_pearson(7, 20, 0.05, "upper") == float(beta.ppf(0.95, 8, 13)), clopper_pearson(0, 20, 0.05)
+    (True, 0.0)
+    """
     _check(alpha=alpha, n=n)
     if not 0 <= k <= n:
         raise ValueError(f"k must be in [0, n={n}], got {k}")
@@ -66,7 +72,11 @@ def bernstein_upper(values, alpha: float) -> float:
 
 
 def radius_ceiling(n: int, alpha: float = 0.001, sigma: float = 1.0) -> float:
-    """Largest Cohen radius n samples can certify (all agree): σ·Φ⁻¹(α^{1/n})."""
+    """Largest Cohen radius n samples can certify (all agree): σ·Φ⁻¹(α^{1/n}).
+
+    >>> radius_ceiling(100, 0.001, sigma=0.5) == float(0.5 * norm.ppf(0.001 ** (1 / 100)))
+    True
+    """
     _check(sigma=sigma, alpha=alpha, n=n)
     return float(sigma * norm.ppf(alpha ** (1.0 / n)))
 
@@ -78,6 +88,15 @@ def radius_from_outcomes(outcomes, sigma: float, *, alpha: float = 0.001, tau: f
 
     ``bound``: "clopper-pearson" (outcomes must be 0/1), "hoeffding", "bernstein", or "auto"
     (Clopper–Pearson when every outcome is 0 or 1, else empirical Bernstein).
+
+
+    No outcome of 100 "came back": the Clopper–Pearson upper bound is 1 − α^{1/n}, and the
+    radius σ(Φ⁻¹(τ) − Φ⁻¹(1 − α^{1/n})):
+
+    >>> r = radius_from_outcomes([0] * 100, sigma=0.02, alpha=0.001, tau=0.5)
+    >>> ub = 1 - 0.001 ** (1 / 100)
+    >>> r.certified, bool(np.isclose(r.bound, ub)), bool(np.isclose(r.radius, 0.02 * (norm.ppf(0.5) - norm.ppf(ub))))
+    (True, True, True)
     """
     x = np.asarray(outcomes, dtype=float).reshape(-1)
     _check(sigma=sigma, alpha=alpha, n=len(x), tau=tau)
@@ -115,6 +134,21 @@ def certified_radius(target, sigma: float, *, n: int = 1000, alpha: float = 0.00
     or, by default, 1[probe.loss() ≤ loss_threshold], "the forgotten data's loss is back below
     ℓ*") or a callable ``metric_fn(generator) -> float in [0, 1]`` that perturbs and evaluates
     one noisy model itself (σ is then only used in the radius formula).
+
+
+    With a metric that never fires the radius has the closed form of
+    :func:`radius_from_outcomes`; on a Probe the noise moves its selected weights and puts
+    them back:
+
+    >>> r = certified_radius(lambda gen: 0.0, sigma=0.1, n=50, alpha=0.01)
+    >>> bool(np.isclose(r.radius, 0.1 * -norm.ppf(1 - 0.01 ** (1 / 50))))
+    True
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, _ = least_squares()
+    >>> before = probe.flat_params()
+    >>> r = certified_radius(probe, sigma=1e-3, n=20, loss_threshold=probe.loss() - 1.0)
+    >>> r.certified, r.cost.loss, torch.equal(probe.flat_params(), before)
+    (True, 20, True)
     """
     _check(sigma=sigma, alpha=alpha, n=n, tau=tau)
     gen = torch.Generator().manual_seed(seed)
@@ -139,7 +173,12 @@ def certified_radius(target, sigma: float, *, n: int = 1000, alpha: float = 0.00
 
 def cohen_radius(n_a: int, n: int, sigma: float, alpha: float = 0.001) -> tuple[float, float]:
     """(p̲_A, R): p̲_A = Clopper–Pearson lower bound, R = σΦ⁻¹(p̲_A), or R = nan (abstain) if
-    p̲_A < 1/2.  SPEC worked example: n_A = 99000 of 100000, α = 0.001 → (0.98899, 2.29σ)."""
+    p̲_A < 1/2.  SPEC worked example: n_A = 99000 of 100000, α = 0.001 → (0.98899, 2.29σ).
+
+    >>> p, r = cohen_radius(99000, 100000, sigma=1.0)
+    >>> p == float(beta.ppf(0.001, 99000, 1001)), r == float(norm.ppf(p)), round(r, 2)
+    (True, True, 2.29)
+    """
     p = clopper_pearson(n_a, n, alpha, "lower")
     _check(sigma=sigma)
     return p, (float(sigma * norm.ppf(p)) if p >= 0.5 else float("nan"))
@@ -151,13 +190,19 @@ def cohen_certify(classify: Callable, sigma: float, *, n0: int = 100, n: int = 1
 
     Picks the top class ĉ_A from n0 draws, counts it in n fresh draws, returns
     (ĉ_A, p̲_A, R) with R = σΦ⁻¹(p̲_A), or (None, p̲_A, nan) to abstain when p̲_A < 1/2.
+
+    A classifier that always answers the same class certifies the ceiling σΦ⁻¹(α^{1/n}):
+
+    >>> label, p, r = cohen_certify(lambda gen: "forgotten", sigma=0.1, n0=10, n=200)
+    >>> label, bool(np.isclose(r, radius_ceiling(200, 0.001, 0.1)))
+    ('forgotten', True)
     """
     _check(sigma=sigma, alpha=alpha, n=n)
     _check(n=n0)
     gen = torch.Generator().manual_seed(seed)
     first = [classify(gen) for _ in range(n0)]
     vals, counts = np.unique(np.asarray(first), return_counts=True)
-    c_a = vals[np.argmax(counts)]
+    c_a = vals[np.argmax(counts)].item()  # the label as a Python object, not a numpy scalar
     n_a = sum(classify(gen) == c_a for _ in range(n))
     p, r = cohen_radius(int(n_a), n, sigma, alpha)
     return (c_a if np.isfinite(r) else None), p, r

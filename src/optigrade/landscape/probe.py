@@ -47,7 +47,11 @@ def split(vec: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]
 
 @dataclass(frozen=True)
 class Cost:
-    """Evaluations spent; one evaluation is one pass over *all* the Probe's batches."""
+    """Evaluations spent; one evaluation is one pass over *all* the Probe's batches.
+
+    >>> Cost(loss=3, hvp=10) - Cost(loss=1)
+    Cost(loss=2, grad=0, hvp=10)
+    """
 
     loss: int = 0
     grad: int = 0
@@ -129,6 +133,32 @@ class Probe:
     Raises:
         ValueError: empty batches, no counted tokens, non-finite loss at the checkpoint,
             unknown hvp_mode, a pattern that selects nothing.
+
+    Least squares, L(w, b) = ½ Σ_i (x_iᵀw + b − y_i)², has the Hessian H = AᵀA (A = [X, 1])
+    at every θ; ``least_squares`` builds ``Probe(nn.Linear(3, 1), [(X, y)], half_sse)``:
+
+    >>> import numpy as np
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> probe
+    Probe(Linear, 1 batches, 1 counted, 2 tensors / 4 params, hvp_mode='double')
+    >>> v = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    >>> [np.allclose(probe.hvp(v, mode=m).numpy(), H @ v.numpy(), atol=1e-6)
+    ...  for m in ("double", "func", "fd")]
+    [True, True, True]
+    >>> X, y = probe.batches[0]
+    >>> A = np.c_[X.numpy(), np.ones(8)]
+    >>> r = A @ probe.flat_params().numpy() - y.numpy()
+    >>> bool(np.isclose(probe.loss(), 0.5 * r @ r)), np.allclose(probe.grad().numpy(), A.T @ r)
+    (True, True)
+    >>> probe.cost()
+    Cost(loss=1, grad=1, hvp=3)
+    >>> before = probe.flat_params()
+    >>> with probe.perturbed(v, scale=1e-3):
+    ...     bool(probe.flat_params()[0] != before[0])
+    True
+    >>> torch.equal(probe.flat_params(), before)          # restored bit for bit
+    True
     """
 
     def __init__(self, model: torch.nn.Module, batches, loss_fn: Callable | None = None, *,

@@ -4,14 +4,6 @@ Each is an :class:`optigrade._tables.Result`: ``.to_frame(run_id=…, subject=�
 gives tidy rows in the one schema (:data:`optigrade._tables.SCHEMA`), the repr is one compact
 line, and Jupyter renders the table.  ``.plot()`` returns a matplotlib figure drawn without
 pyplot state that Jupyter shows inline (it has a ``_repr_png_``).
-
->>> import numpy as np
->>> r = TraceResult(estimate=3.0, std_error=0.1, samples=np.array([2.9, 3.1]),
-...                 settings=dict(n=2), cost=Cost(hvp=2))
->>> r
-TraceResult(estimate=3, std_error=0.1, samples=[2.9, 3.1], settings={n=2}, cost=Cost(loss=0, grad=0, hvp=2))
->>> r.to_frame(subject="unlearned", data="forget").iloc[0][["quantity", "value", "std_error_kind"]].tolist()
-['hessian_trace', 3.0, 'sem']
 """
 
 from __future__ import annotations
@@ -64,7 +56,15 @@ def _sem(x: float) -> str:
 @dataclass(frozen=True, repr=False)
 class EigenResult(Result):
     """Top-k eigenpairs of H.  ``residuals[i]`` = ‖H y_i − λ_i y_i‖ = |β_m s_{m,i}|, reported
-    as the row's ``std_error`` (kind "residual": it bounds the eigenvalue's error)."""
+    as the row's ``std_error`` (kind "residual": it bounds the eigenvalue's error).
+
+    >>> from optigrade import landscape as ls
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> df = ls.top_eigenvalues(probe, 2).to_frame(subject="unlearned", data="forget")
+    >>> df[["subject", "quantity", "index", "std_error_kind"]].values.tolist()
+    [['unlearned', 'eigenvalue_LA', 0, 'residual'], ['unlearned', 'eigenvalue_LA', 1, 'residual']]
+    """
 
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray | None
@@ -86,7 +86,16 @@ class EigenResult(Result):
 
 @dataclass(frozen=True, repr=False)
 class TraceResult(Result):
-    """Stochastic estimate of tr H with its standard error."""
+    """Stochastic estimate of tr H with its standard error.
+
+    >>> import numpy as np
+    >>> r = TraceResult(estimate=3.0, std_error=0.1, samples=np.array([2.9, 3.1]),
+    ...                 settings=dict(n=2), cost=Cost(hvp=2))
+    >>> r
+    TraceResult(estimate=3, std_error=0.1, samples=[2.9, 3.1], settings={n=2}, cost=Cost(loss=0, grad=0, hvp=2))
+    >>> r.to_frame(subject="unlearned", data="forget")[["quantity", "value", "std_error_kind"]].values.tolist()
+    [['hessian_trace', 3.0, 'sem']]
+    """
 
     estimate: float
     std_error: float
@@ -106,6 +115,15 @@ class Density(Result):
     ``nodes``/``weights``: (n_v, m) Ritz values and squared first components of the Ritz
     vectors per run; ``density`` on ``grid``: (1/n_v) Σ_runs Σ_j w_j N(x; θ_j, width²) where
     ``width`` is the Gaussian's *standard deviation* (not its variance).
+
+    >>> from optigrade import landscape as ls
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> d = ls.spectral_density(probe, m=4, n_v=2, width=0.5)
+    >>> d.to_frame().quantity.tolist(), float(d.to_frame().setting_width_std[0]), type(d.plot()).__name__
+    (['slq_trace', 'slq_lambda_max', 'slq_lambda_min'], 0.5, 'InlineFigure')
+    >>> bool(np.isclose(d.moment(0), 1.0))      # the quadrature weights sum to one per run
+    True
     """
 
     grid: np.ndarray
@@ -160,6 +178,15 @@ class BlockSpectra(Result):
 
     ``table``: one row per block × quantity (columns block, pattern, quantity, index, value,
     std_error, std_error_kind, unit, n_params); ``to_frame()`` adds the schema's columns.
+
+    >>> from optigrade import landscape as ls
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> b = ls.block_spectra(probe, {"w": "weight", "b": "bias"}, n_trace=5)
+    >>> b.table[["block", "quantity", "n_params"]].values.tolist()
+    [['w', 'lambda_max', 3], ['w', 'trace', 3], ['b', 'lambda_max', 1], ['b', 'trace', 1]]
+    >>> list(b.to_frame(run_id="r7").run_id.unique())
+    ['r7']
     """
 
     table: pd.DataFrame
@@ -183,7 +210,13 @@ class BlockSpectra(Result):
 # -------------------------------------------------------------------------------- sharpness
 @dataclass(frozen=True, repr=False)
 class SharpnessResult(Result):
-    """One sharpness number: ``value`` = L(perturbed) − L(θ) (or σ* for PAC-Bayes)."""
+    """One sharpness number: ``value`` = L(perturbed) − L(θ) (or σ* for PAC-Bayes).
+
+    >>> r = SharpnessResult("sam_sharpness", value=0.02, std_error=float("nan"), loss=1.5,
+    ...                     settings=dict(rho=0.1), cost=Cost(loss=1, grad=1))
+    >>> r.to_frame()[["quantity", "value", "unit", "setting_rho", "cost_grad"]].values.tolist()
+    [['sam_sharpness', 0.02, 'loss', 0.1, 1], ['loss_at_checkpoint', 1.5, 'loss', 0.1, 1]]
+    """
 
     kind: str
     value: float
@@ -203,7 +236,15 @@ class SharpnessResult(Result):
 # ---------------------------------------------------------------------------------- certify
 @dataclass(frozen=True, repr=False)
 class CertifiedRadius(Result):
-    """A certified ℓ2 radius (in weight space, same units as θ) and what produced it."""
+    """A certified ℓ2 radius (in weight space, same units as θ) and what produced it.
+
+    >>> from optigrade.landscape import radius_from_outcomes
+    >>> r = radius_from_outcomes([0] * 50, sigma=0.1, n_params=100)
+    >>> r.to_frame().quantity.tolist()
+    ['certified_radius', 'smoothed_metric_bound', 'smoothed_metric_estimate', 'noise_norm_approx']
+    >>> float(r.to_frame().value[3])                     # ‖σε‖ ≈ σ√d
+    1.0
+    """
 
     radius: float
     certified: bool
@@ -239,7 +280,17 @@ class _Slice(Result):
 @dataclass(frozen=True, repr=False)
 class Slice1D(_Slice):
     """Losses L(θ0 + α·d) along one line (or between checkpoints: θ(α) = (1−α)θa + αθb);
-    ``extras``: scalars measured alongside (dHd, second_difference, barrier, ...)."""
+    ``extras``: scalars measured alongside (dHd, second_difference, barrier, ...).
+
+    >>> from optigrade import landscape as ls
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> s = ls.slice_1d(probe, points=3)
+    >>> s.to_frame()[["quantity", "index", "alpha", "setting_kind"]].values.tolist()[:3]
+    [['loss', 0, -1.0, 'slice_1d'], ['loss', 1, 0.0, 'slice_1d'], ['loss', 2, 1.0, 'slice_1d']]
+    >>> s.to_frame().quantity.tolist()[3:]
+    ['dHd', 'second_difference']
+    """
 
     alphas: np.ndarray
     extras: dict = field(default_factory=dict)
@@ -262,7 +313,16 @@ class Slice1D(_Slice):
 @dataclass(frozen=True, repr=False)
 class Slice2D(_Slice):
     """Losses on a plane θ0 + a·d1 + b·d2; ``losses[j, i]`` is at (xs[i], ys[j]);
-    ``points`` names the (a, b) of checkpoints drawn on the plane."""
+    ``points`` names the (a, b) of checkpoints drawn on the plane.
+
+    >>> from optigrade import landscape as ls
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> theta = probe.flat_params()
+    >>> s = ls.slice_2d(probe, checkpoints=(theta, theta + 1, theta - 1), points=(3, 2))
+    >>> s.kind, s.points["θ1"], s.to_frame().shape[0], type(s.plot("contour")).__name__
+    ('plane_checkpoints', (1.0, 0.0), 6, 'InlineFigure')
+    """
 
     xs: np.ndarray
     ys: np.ndarray

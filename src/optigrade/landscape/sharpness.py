@@ -27,6 +27,14 @@ def _scale(probe: Probe, adaptive: bool, eta: float) -> torch.Tensor | None:
     return probe.flat_params().double().abs() + eta
 
 
+def _start(probe: Probe, adaptive: bool, eta: float):
+    """(cost so far, elementwise scale c or None, L(θ)): what every sharpness measure reads
+    before it perturbs anything."""
+    start = probe.cost()
+    c = _scale(probe, adaptive, eta)
+    return start, c, probe.loss()
+
+
 def _meaning(kind, norm, adaptive):
     if kind == "radius":
         ball = {"l2": "‖u‖₂ ≤ ρ", "linf": "max_i |u_i| ≤ ρ"}[norm]
@@ -47,6 +55,15 @@ def worst_case_sharpness(probe: Probe, rho: float, *, norm: str = "l2", steps: i
         ℓ∞:  u ← clip(u + step_size·ρ·sign(g_u), −ρ, ρ)  (default step_size 0.25).
     Returns the largest loss rise seen.  On a quadratic at a minimum the ℓ2 value tends to
     ρ²λ_max/2.  Cost: ``steps`` gradients + 1 loss.
+
+    At a least-squares minimum L(θ+δ) − L(θ) = ½δᵀHδ exactly (H = AᵀA), so the ℓ2 value
+    approaches ρ²λ_max/2 from below:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares(at_minimum=True)
+    >>> r = worst_case_sharpness(probe, rho=0.1, steps=30)
+    >>> bool(np.isclose(r.value, 0.5 * 0.1**2 * np.linalg.eigvalsh(H).max(), rtol=1e-3))
+    True
     """
     _positive("rho", rho)
     if norm not in ("l2", "linf"):
@@ -55,15 +72,13 @@ def worst_case_sharpness(probe: Probe, rho: float, *, norm: str = "l2", steps: i
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     step = step_size if step_size is not None else (1.0 if norm == "l2" else 0.25)
     _positive("step_size", step)
-    start = probe.cost()
-    c = _scale(probe, adaptive, eta)
+    start, c, l0 = _start(probe, adaptive, eta)
     gen = torch.Generator().manual_seed(seed)
     if norm == "l2":
         u = torch.randn(probe.numel, generator=gen, dtype=torch.float64)
         u *= 0.5 * rho / u.norm()
     else:
         u = (torch.rand(probe.numel, generator=gen, dtype=torch.float64) - 0.5) * rho
-    l0 = probe.loss()
     hist = []
     for _ in range(steps):
         delta = u if c is None else c * u
@@ -95,13 +110,19 @@ def average_sharpness(probe: Probe, rho: float, *, n: int = 32, adaptive: bool =
     With ``antithetic`` each draw uses (L(θ+δ) + L(θ−δ))/2 (first-order term cancels; still
     unbiased).  On a quadratic the expectation is (ρ²/2)·Σ_i c_i² H_ii = (ρ²/2)·tr H for c = 1,
     the smoothed-loss gap of SPEC §3.1.  Cost: n (or 2n) losses + 1.
+
+    On a quadratic the antithetic rise is exactly ½δᵀHδ, so E = (ρ²/2)·tr H:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> r = average_sharpness(probe, rho=0.01, n=200)
+    >>> bool(abs(r.value - 0.5 * 0.01**2 * np.trace(H)) <= 3 * r.std_error), r.cost.loss
+    (True, 401)
     """
     _positive("rho", rho)
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (for a standard error), got {n!r}")
-    start = probe.cost()
-    c = _scale(probe, adaptive, eta)
-    l0 = probe.loss()
+    start, c, l0 = _start(probe, adaptive, eta)
     vals = _noise_rises(probe, rho, n, c, antithetic, seed, l0)
     settings = dict(rho=rho, rho_meaning=_meaning("std", None, adaptive), n=n,
                     antithetic=antithetic, adaptive=adaptive, eta=eta, seed=seed)
@@ -130,6 +151,15 @@ def sam_sharpness(probe: Probe, rho: float, *, adaptive: bool = False,
     """One SAM step: L(θ + ε) − L(θ), ε = ρ g/‖g‖ (g = ∇L(θ)); ASAM: ε = ρ c²⊙g/‖c⊙g‖.
 
     ρ is the radius of the step (‖ε‖₂ = ρ, or ‖ε ⊘ c‖₂ = ρ adaptive).  Cost: 1 gradient + 1 loss.
+
+    On a quadratic, L(θ + ε) − L(θ) = ρ‖g‖ + ½ρ² ĝᵀHĝ with ĝ = g/‖g‖ exactly:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> g = probe.grad().numpy(); u = g / np.linalg.norm(g)
+    >>> r = sam_sharpness(probe, rho=0.1)
+    >>> bool(np.isclose(r.value, 0.1 * np.linalg.norm(g) + 0.5 * 0.1**2 * u @ H @ u, rtol=1e-9))
+    True
     """
     _positive("rho", rho)
     start = probe.cost()
@@ -157,6 +187,15 @@ def pac_bayes_flatness(probe: Probe, target: float = 0.1, *, n: int = 16,
     The same n antithetic noise draws are reused at every σ (common random numbers), so the
     estimated rise is a smooth function of σ.  ``value`` is σ*, a per-coordinate std; the
     rise at σ* is in ``history`` (the bisection path: columns σ, rise).
+
+    On a quadratic the rise is exactly σ²·K with K = the rise at σ = 1 (``history[0]``,
+    common random numbers), so σ* = √(target/K):
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> r = pac_bayes_flatness(probe, target=0.05, n=8, iters=30)
+    >>> bool(np.isclose(r.value, np.sqrt(0.05 / r.history[0, 1]), rtol=1e-6))
+    True
     """
     _positive("target", target)
     lo, hi = sigma_range
@@ -164,9 +203,7 @@ def pac_bayes_flatness(probe: Probe, target: float = 0.1, *, n: int = 16,
     _positive("sigma_range[1]", hi)
     if hi <= lo:
         raise ValueError(f"sigma_range must be (low, high) with low < high, got {sigma_range}")
-    start = probe.cost()
-    c = _scale(probe, adaptive, eta)
-    l0 = probe.loss()
+    start, c, l0 = _start(probe, adaptive, eta)
     rise = lambda s: float(_noise_rises(probe, s, n, c, True, seed, l0).mean())
     path = []
     r_hi = rise(hi)

@@ -34,6 +34,16 @@ def random_direction(probe: Probe, *, seed: int = 0, normalization: str = "filte
     """A Gaussian direction normalized per the module rules above (flat, params' dtype).
 
     ``normalization``: "filter" (default), "layer" (whole tensor: ‖d_i‖ = ‖θ_i‖) or "none".
+
+    Filter normalization gives each output row of a weight the norm of that row; the bias
+    (1-D) is zeroed:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> d = random_direction(probe, seed=0)
+    >>> w = probe.model.weight.detach().reshape(-1)
+    >>> bool(torch.isclose(d[:3].norm(), w.norm())), d[3].item()
+    (True, 0.0)
     """
     if normalization not in ("filter", "layer", "none"):
         raise ValueError(f"normalization must be 'filter', 'layer' or 'none', got {normalization!r}")
@@ -94,6 +104,18 @@ def slice_1d(probe: Probe, direction=None, *, span=(-1.0, 1.0), points: int = 21
 
     With ``curvature`` also dᵀHd (one HVP) and the central second difference
     (L(h) − 2L(0) + L(−h))/h² at the smallest grid step h (agree on smooth losses).
+
+    α = 0 is the checkpoint itself, bit for bit; on a quadratic dᵀHd and the second
+    difference agree with the dense Hessian:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> s = slice_1d(probe, points=5)
+    >>> s.alphas.tolist(), float(s.losses[2]) == probe.loss()
+    ([-1.0, -0.5, 0.0, 0.5, 1.0], True)
+    >>> d = random_direction(probe).numpy()
+    >>> np.allclose([s.extras["dHd"], s.extras["second_difference"]], d @ H @ d)
+    True
     """
     alphas = _grid(span, points)
     start = probe.cost()
@@ -127,6 +149,16 @@ def interpolate(probe: Probe, theta_a, theta_b, *, alphas=None) -> Slice1D:
 
     θa, θb: state dicts, models (same architecture) or flat vectors over the Probe's params.
     Each point is written as θa + α(θb − θa) from θa (so α = 0 is θa exactly).
+
+    On a quadratic, L((1−α)θa + αθb) = (1−α)L(θa) + αL(θb) − ½α(1−α)·dᵀHd, d = θb − θa:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> theta_a = probe.flat_params(); theta_b = theta_a + 0.5
+    >>> r = interpolate(probe, theta_a, theta_b, alphas=[0.0, 0.5, 1.0])
+    >>> d = (theta_b - theta_a).numpy()
+    >>> bool(np.isclose(r.losses[1], 0.5 * (r.losses[0] + r.losses[2]) - d @ H @ d / 8))
+    True
     """
     alphas = np.linspace(-0.5, 1.5, 41) if alphas is None else np.asarray(alphas, dtype=float)
     if alphas.ndim != 1 or len(alphas) == 0:
@@ -149,6 +181,15 @@ def mode_connectivity(probe: Probe, theta_a, theta_b, *, points: int = 21) -> Sl
         B = max_α L((1−α)θa + αθb) − [(1−α)L(θa) + αL(θb)],
 
     reported in ``extras`` as ``barrier`` with its ``argmax_alpha`` (grid resolution).
+
+    A convex loss has no barrier (the chord lies above the curve; the maximum gap is the
+    endpoint's 0):
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> theta = probe.flat_params()
+    >>> mode_connectivity(probe, theta, theta + 1.0, points=5).extras
+    {'barrier': 0.0, 'argmax_alpha': 0.0}
     """
     alphas = _grid((0.0, 1.0), points)
     res = interpolate(probe, theta_a, theta_b, alphas=alphas)
@@ -232,6 +273,17 @@ def slice_2d(probe: Probe, directions=None, *, checkpoints=None, trajectory=None
     * ``trajectory=[θ_1..θ_T]``: origin θ_T, d1, d2 = unit top-2 principal directions of
       {θ_t − θ_T} (Li et al. 2018), ``settings["explained_variance"]``.
     Extra memory: two directions + one weight copy (+ the origin for checkpoint planes).
+
+    The centre is the checkpoint; the plane's second difference along d1 is d1ᵀHd1:
+
+    >>> from optigrade.landscape._examples import least_squares
+    >>> probe, H = least_squares()
+    >>> s = slice_2d(probe, points=(3, 3))
+    >>> s.losses.shape, float(s.losses[1, 1]) == probe.loss()
+    ((3, 3), True)
+    >>> d1 = random_direction(probe, seed=0).numpy()
+    >>> bool(np.isclose(s.losses[1, 0] - 2 * s.losses[1, 1] + s.losses[1, 2], d1 @ H @ d1))
+    True
     """
     given = {k: v for k, v in dict(directions=directions, checkpoints=checkpoints,
                                    trajectory=trajectory).items() if v is not None}
