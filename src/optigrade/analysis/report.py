@@ -4,20 +4,32 @@
   ``mean ± t_{0.975, n−1}·sd/√n``, per objective × optimizer × attack × eval split × metric.
 * :func:`headline_table` — the README / report table: forget accuracy before and after each
   attack, per optimizer (rows ordered by grade), one objective.
-* :func:`claim_sentences` — 3–6 sentences generated from the numbers about the grade claim.
-* :func:`write_report` — ``OUT/report.md`` and ``OUT/report.html``.
+* :func:`claim_sentences` — 3–7 sentences generated from the numbers about the grade claim;
+  optimizers are chosen by grade and family (columns of the table), never by label.
+* :func:`write_report` — ``OUT/report.md`` and ``OUT/report.html``, rendered from one list of
+  sections.
+* :func:`print_summary` — the block the CLI and the demo print after a study.
+* :func:`update_readme` — the README's generated demo block (``python -m
+  optigrade.analysis.readme_tables RUN_DIR``).
+
+The examples below use a two-optimizer toy study (:func:`_toy_results`).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import pandas as pd
 
-__all__ = ["summarize", "headline_table", "claim_sentences", "write_report", "load_study", "markdown_summary"]
+from ._claims import by_grade as _order
+from ._claims import sentences as _sentences
+
+__all__ = ["summarize", "headline_table", "diagnostics_table", "claim_sentences", "write_report", "load_study",
+           "markdown_summary", "print_summary", "render_block", "update_readme"]
 
 KEYS = ["objective", "optimizer", "grade", "attack", "attack_kind", "eval_split", "diag_bits", "metric"]
 
@@ -32,14 +44,23 @@ def _tcrit(n: int) -> float:
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t-interval over seeds (one row per KEYS group), with how many runs did not
-    reach the forget target (``n_capped``: step cap, retain guard or divergence) and the mean
-    steps taken."""
+    reach the forget target (``n_capped``: step cap, retain guard or divergence), the mean
+    steps taken and the optimizer's ``family`` (when the results carry it).
+
+    >>> s = summarize(_toy_results())
+    >>> x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["metric"] == "forget_acc")]
+    >>> x[["n", "mean", "n_capped", "family"]].to_dict("records")            # seeds 0.3 and 0.5
+    [{'n': 2, 'mean': 0.4, 'n_capped': 0, 'family': 'first-order'}]
+    >>> round(float(x["ci95"].iloc[0]), 4)                                   # t(0.975, 1)·sd/√2
+    1.2706
+    """
     df = results.copy()
     g = df.groupby(KEYS, dropna=False, sort=False)
     s = g["value"].agg(n="count", mean="mean", sd="std").reset_index()
-    runs = df.drop_duplicates("run_id").groupby(["objective", "optimizer"], dropna=False).agg(
-        n_capped=("stop_reason", lambda x: int((x != "target").sum())),
-        steps_mean=("steps", "mean")).reset_index()
+    per_run = dict(n_capped=("stop_reason", lambda x: int((x != "target").sum())), steps_mean=("steps", "mean"))
+    if "family" in df:
+        per_run["family"] = ("family", "first")
+    runs = df.drop_duplicates("run_id").groupby(["objective", "optimizer"], dropna=False).agg(**per_run).reset_index()
     s = s.merge(runs, on=["objective", "optimizer"], how="left")
     half = [(_tcrit(int(n)) * sd / math.sqrt(n)) if n >= 2 and sd == sd else float("nan")
             for n, sd in zip(s["n"], s["sd"])]
@@ -50,14 +71,28 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_study(path):
-    """``(results, summary)`` of a study directory."""
+    """``(results, summary)`` of a study directory.  A summary written before summaries carried
+    the optimizer ``family`` is recomputed from the results (same numbers, one more column).
+
+    Raises:
+        FileNotFoundError: no ``results.parquet`` in ``path`` (the message says how to make one).
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _toy_results().to_parquet(d / "results.parquet")
+    >>> res, summ = load_study(d)
+    >>> len(res), "family" in summ
+    (24, True)
+    """
     p = Path(path)
     res_p, sum_p = p / "results.parquet", p / "summary.parquet"
     if not res_p.exists():
         raise FileNotFoundError(f"{str(p)!r} holds no results.parquet; run `optigrade study CONFIG --out {p}` "
                                 "(or `optigrade demo --out ...`) first")
     res = pd.read_parquet(res_p)
-    summ = pd.read_parquet(sum_p) if sum_p.exists() else summarize(res)
+    summ = pd.read_parquet(sum_p) if sum_p.exists() else None
+    if summ is None or ("family" in res and "family" not in summ):
+        summ = summarize(res)
     return res, summ
 
 
@@ -67,17 +102,18 @@ def _fmt(m, ci, digits=2) -> str:
     return f"{m:.{digits}f}" if ci != ci else f"{m:.{digits}f} ± {ci:.{digits}f}"
 
 
-def _order(summary: pd.DataFrame) -> List[str]:
-    o = summary[["optimizer", "grade"]].drop_duplicates("optimizer")
-    o = o.assign(g=o["grade"].fillna(9)).sort_values(["g", "optimizer"])
-    return list(o["optimizer"])
-
-
 def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_acc",
                    digits: int = 2) -> pd.DataFrame:
     """Rows: optimizers by grade (plus the original model); columns: ``steps`` (mean steps,
     with capped runs marked), the metric before attack ("none") and after each attack
-    (relearn-half: on the held-out half B, shown next to its before value "none (B)")."""
+    (relearn-half: on the held-out half B, shown next to its before value "none (B)").
+
+    >>> headline_table(summarize(_toy_results()), "npo")
+      optimizer grade steps         none         rtn4
+    0    zo-sgd     0    60  0.05 ± 0.64  0.10 ± 1.27
+    1       mix   0.5    40  0.10 ± 0.00  0.20 ± 0.00
+    2      adam     1    20  0.10 ± 0.64  0.40 ± 1.27
+    """
     s = summary[(summary["metric"] == metric) & (summary["eval_split"] != "weights")]
     s = s[(s["objective"] == objective) | (s["optimizer"] == "original")]
     attacks = list(dict.fromkeys(s["attack"]))
@@ -99,13 +135,19 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
                 if len(x):
                     row[col] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
         rows.append(row)
-    t = pd.DataFrame(rows)
+    t = pd.DataFrame(rows, columns=None if rows else ["optimizer", "grade", "steps"])
     cols = ["optimizer", "grade", "steps"] + [c for c in t.columns if c not in ("optimizer", "grade", "steps")]
-    # put "none (B)" right before the half-protocol attack column
     return t[cols]
 
 
 def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd.DataFrame:
+    """Rows: optimizers by grade; columns: update norms (global, relative, per block) and, per
+    bit width b, the bin-crossing fraction and the share of the update kept (``@<b>b``), from
+    the ``eval_split == "weights"`` rows.  Empty when the study ran no diagnostics.
+
+    >>> diagnostics_table(summarize(_toy_results()), "npo").empty          # the toy has none
+    True
+    """
     s = summary[(summary["eval_split"] == "weights") & (summary["objective"] == objective)]
     if s.empty:
         return pd.DataFrame()
@@ -139,7 +181,18 @@ def _to_md(df: pd.DataFrame) -> str:
 
 def markdown_summary(summary: pd.DataFrame, objectives: Optional[List[str]] = None) -> str:
     """The headline table(s) in Markdown (one per objective), as printed by
-    ``optigrade report DIR --markdown`` and pasted into the README."""
+    ``optigrade report DIR --markdown`` and pasted into the README.
+
+    >>> print(markdown_summary(summarize(_toy_results())))
+    **npo** — forget accuracy (↓ = more forgotten; mean ± 95% CI over seeds)
+    <BLANKLINE>
+    | optimizer | grade | steps | none | rtn4 |
+    |---|---|---|---|---|
+    | zo-sgd | 0 | 60 | 0.05 ± 0.64 | 0.10 ± 1.27 |
+    | mix | 0.5 | 40 | 0.10 ± 0.00 | 0.20 ± 0.00 |
+    | adam | 1 | 20 | 0.10 ± 0.64 | 0.40 ± 1.27 |
+    <BLANKLINE>
+    """
     objs = objectives or [o for o in dict.fromkeys(summary["objective"]) if o != "none"]
     parts = []
     for o in objs:
@@ -149,111 +202,36 @@ def markdown_summary(summary: pd.DataFrame, objectives: Optional[List[str]] = No
     return "\n".join(parts).strip() + "\n"
 
 
-# ----------------------------------------------------------------------------- sentences
-def _mean(summary, objective, opt, attack, metric="forget_acc", split="all"):
-    x = summary[(summary["objective"] == objective) & (summary["optimizer"] == opt) & (summary["attack"] == attack)
-                & (summary["metric"] == metric) & (summary["eval_split"] == split)]
-    return (float(x["mean"].iloc[0]), float(x["ci95"].iloc[0])) if len(x) else (float("nan"), float("nan"))
-
-
 def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None, model: str = "tiny") -> List[str]:
-    """3–6 sentences, generated from the numbers, on what the study does and does not show
-    about the grade claim (ordering after 4-bit RTN and relearning; hybrid vs Adam vs ZO).
-    ``model`` (the study's) picks the closing caveat."""
-    objs = [o for o in dict.fromkeys(summary["objective"]) if o != "none"]
-    if not objs:
-        return ["No unlearning runs in this study."]
-    obj = objective if objective in objs else ("npo" if "npo" in objs else objs[0])
-    s = summary[(summary["objective"] == obj) & (summary["metric"] == "forget_acc")]
-    attacks = list(dict.fromkeys(s["attack"]))
-    kinds = dict(zip(s["attack"], s["attack_kind"]))
-    opts = [o for o in _order(s)]
-    grade = dict(zip(s["optimizer"], s["grade"]))
-    runs = s.drop_duplicates("optimizer").set_index("optimizer")
-    out = []
-    capped = [o for o in opts if runs.loc[o, "n_capped"] > 0]
-    matched = [o for o in opts if o not in capped]
-    if capped:
-        out.append(f"For {obj}, {', '.join(capped)} stopped (step cap or retain guard) in "
-                   f"{sum(int(runs.loc[o, 'n_capped']) for o in capped)} "
-                   f"run(s) without reaching the forget target, so those rows are not at matched forgetting "
-                   f"and their post-attack numbers partly reflect unlearning less, not robustness.")
-    else:
-        out.append(f"For {obj}, every optimizer reached the forget target in every seed, so the rows compare "
-                   f"matched forgetting.")
-    q4 = next((a for a in attacks if kinds.get(a) == "quantize" and "4" in a), None)
-    gg = next((a for a in attacks if kinds.get(a) == "gguf"), None)
-    for a, what in ((gg, "the GGUF re-export"), (q4, "4-bit RTN quantization"),
-                    (next((a for a in attacks if kinds.get(a) == "relearn"), None), "relearning")):
-        if a is None:
-            continue
-        vals = {o: _mean(summary, obj, o, a) for o in matched}
-        vals = {o: v for o, v in vals.items() if v[0] == v[0]}
-        if len(vals) < 2:
-            continue
-        ranked = sorted(vals, key=lambda o: vals[o][0])
-        by_grade = {}
-        for o, (m, _) in vals.items():
-            by_grade.setdefault(grade[o], []).append(m)
-        gm = {g: sum(v) / len(v) for g, v in by_grade.items()}
-        gs = sorted(gm)
-        mono = all(gm[gs[i]] <= gm[gs[i + 1]] + 1e-12 for i in range(len(gs) - 1))
-        rev = all(gm[gs[i]] >= gm[gs[i + 1]] - 1e-12 for i in range(len(gs) - 1))
-        order = ("monotone with lower grade = more robust, as the paper claims" if mono else
-                 "reversed (higher grade = more robust), the opposite of the paper's claim" if rev else
-                 "not monotone in grade, so the paper's ordering is not reproduced here")
-        best, worst = ranked[0], ranked[-1]
-        sep = vals[best][0] + _nz(vals[best][1]) < vals[worst][0] - _nz(vals[worst][1])
-        out.append(f"After {what} ({a}), forget accuracy among matched runs ranges from {vals[best][0]:.2f} "
-                   f"({best}, grade {grade[best]:g}) to {vals[worst][0]:.2f} ({worst}, grade {grade[worst]:g}); "
-                   f"averaged per grade ({', '.join(f'{g:g}: {gm[g]:.2f}' for g in gs)}) the ordering is {order}"
-                   f"{'' if sep else ', and the extremes’ 95% intervals overlap, so the ranking is not statistically resolved'}.")
-    rl = [a for a in attacks if kinds.get(a) == "relearn"]
-    comp = []
-    for a in ([q4] if q4 else []) + rl[:1]:
-        h, ad = _mean(summary, obj, "hybrid", a), _mean(summary, obj, "adam", a)
-        zo = [o for o in opts if grade.get(o) == 0]
-        z = _mean(summary, obj, zo[0], a) if zo else (float("nan"),) * 2
-        if h[0] == h[0] and ad[0] == ad[0]:
-            rel = ("about equal to" if round(h[0], 2) == round(ad[0], 2) else
-                   "below" if h[0] < ad[0] else "above")
-            zt = f" and {zo[0]} {z[0]:.2f}" if z[0] == z[0] else ""
-            comp.append(f"after {a} hybrid's forget accuracy is {h[0]:.2f}, {rel} Adam's {ad[0]:.2f}{zt}")
-    if comp:
-        out.append("Hybrid vs Adam vs ZO: " + "; ".join(comp) + ".")
-    hr, ar = _mean(summary, obj, "hybrid", "none", "retain_acc"), _mean(summary, obj, "adam", "none", "retain_acc")
-    if hr[0] == hr[0] and ar[0] == ar[0]:
-        zo = [o for o in opts if grade.get(o) == 0]
-        zr = ", ".join(f"{_mean(summary, obj, o, 'none', 'retain_acc')[0]:.2f} for {o}" for o in zo)
-        out.append(f"Before any attack retain accuracy is {hr[0]:.2f} for hybrid, {ar[0]:.2f} for Adam"
-                   f"{' and ' + zr if zr else ''}: utility is {'kept' if hr[0] >= ar[0] - 0.02 else 'lower'} with "
-                   f"the hybrid, and a ZO row that reaches the target with low retain accuracy got there by "
-                   f"damaging the model, not by selective forgetting.")
-    if model == "tiny":
-        out.append("What this does not show: it is a 430k-parameter Llama on synthetic facts with RTN fake-quantization "
-                   "and a few seeds, not MUSE/WMDP on 7B models with bitsandbytes, so it tests the mechanism, "
-                   "not the paper's numbers.")
-    else:
-        n = int(runs["n"].max()) if "n" in runs and len(runs) else 0
-        out.append(f"What this does not show: it is {model} on a handful of real facts"
-                   f"{' with one seed' if n <= 1 else f' with {n} seeds'}, so a difference of one or two facts "
-                   "is within noise; it tests the mechanism on a real model in its real format, not the paper's "
-                   "7B numbers.")
-    return out[:7]
+    """3–7 sentences, generated from the numbers, on what the study does and does not show
+    about the grade claim: matched forgetting; how forget accuracy after the GGUF re-export,
+    4-bit RTN and relearning orders with grade; the hybrid-family optimizer against the
+    first-order one and the first zeroth-order (grade 0) one, after attack and in retain
+    accuracy (rows chosen by the ``family`` and ``grade`` columns, whatever their labels).
+    ``model`` (the study's) picks the closing caveat.
 
-
-def _nz(x):
-    return 0.0 if x != x else x
+    >>> for line in claim_sentences(summarize(_toy_results())):
+    ...     print("-", line)
+    - For npo, every optimizer reached the forget target in every seed, so the rows compare matched forgetting.
+    - After 4-bit RTN quantization (rtn4), forget accuracy among matched runs ranges from 0.10 (zo-sgd, grade 0) to 0.40 (adam, grade 1); averaged per grade (0: 0.10, 0.5: 0.20, 1: 0.40) the ordering is monotone with lower grade = more robust, as the paper claims, and the extremes’ 95% intervals overlap, so the ranking is not statistically resolved.
+    - mix vs adam vs ZO: after rtn4 mix's forget accuracy is 0.20, below adam's 0.40 and zo-sgd 0.10.
+    - Before any attack retain accuracy is 0.80 for mix, 0.90 for adam and 0.50 for zo-sgd: utility is lower with mix, and a ZO row that reaches the target with low retain accuracy got there by damaging the model, not by selective forgetting.
+    - What this does not show: it is a 430k-parameter Llama on synthetic facts with RTN fake-quantization and a few seeds, not MUSE/WMDP on 7B models with bitsandbytes, so it tests the mechanism, not the paper's numbers.
+    """
+    return _sentences(summary, objective, model)
 
 
 # ----------------------------------------------------------------------------- report
-def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> Path:
-    """Write ``OUT/report.md`` and ``OUT/report.html``; returns the Markdown path."""
-    from optigrade._files import atomic_write_text
+class _Section(NamedTuple):
+    title: str
+    text: str  # Markdown (bold only)
+    table: Optional[pd.DataFrame]
 
-    out = Path(out)
+
+def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> List[_Section]:
+    """The report's content, once: setup, matched forgetting, the sentences, then per objective
+    the headline tables of four metrics and the diagnostics."""
     objs = [o for o in dict.fromkeys(summary["objective"]) if o != "none"]
-    sections = []  # (title, markdown text, DataFrame | None)
     runs = results.drop_duplicates("run_id")
     unl = runs[runs["optimizer"] != "original"]
     intro = (f"Study **{(meta or {}).get('name', '')}**: {len(unl)} unlearning runs "
@@ -262,26 +240,30 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
              f"{(meta or {}).get('seconds', float('nan'))} s. Retain metrics are scored on fixed subsets "
              f"(eval_retain={getattr(cfg, 'eval_retain', '?')}); relearn with protocol=half is measured on the "
              f"held-out half B of the forget entities (column '(B)', with the unattacked value 'none (B)').")
-    sections.append(("Setup", intro, None))
     runs_t = unl.groupby(["objective", "optimizer"], sort=False).agg(
         grade=("grade", "first"), lr=("lr", "first"), cap=("step_cap", "first"), steps_mean=("steps", "mean"),
         capped=("stop_reason", lambda x: int((x != "target").sum())), n=("seed", "count"),
         seconds=("unlearn_seconds", "mean")).reset_index()
-    sections.append(("Matched forgetting (steps to target; capped = did not reach it)",
-                     "Rows with capped > 0 did not reach the target (step cap, retain guard or divergence): they "
-                     "are not at matched forgetting.",
-                     runs_t.round({"steps_mean": 1, "seconds": 1})))
-    sentences = claim_sentences(summary, model=getattr(cfg, "model", "tiny"))
-    sections.append(("What the numbers say about the grade claim", " ".join(sentences), None))
+    sections = [
+        _Section("Setup", intro, None),
+        _Section("Matched forgetting (steps to target; capped = did not reach it)",
+                 "Rows with capped > 0 did not reach the target (step cap, retain guard or divergence): they "
+                 "are not at matched forgetting.", runs_t.round({"steps_mean": 1, "seconds": 1})),
+        _Section("What the numbers say about the grade claim",
+                 " ".join(claim_sentences(summary, model=getattr(cfg, "model", "tiny"))), None)]
     for o in objs:
         for metric, label in (("forget_acc", "forget accuracy ↓"), ("forget_para_acc", "paraphrased forget accuracy ↓"),
                               ("retain_acc", "retain accuracy ↑"), ("general_ppl", "general perplexity ↓")):
-            t = headline_table(summary, o, metric)
-            sections.append((f"{o}: {label} before/after attacks (mean ± 95% CI)", "", t))
+            sections.append(_Section(f"{o}: {label} before/after attacks (mean ± 95% CI)", "",
+                                     headline_table(summary, o, metric)))
         d = diagnostics_table(summary, o)
         if not d.empty:
-            sections.append((f"{o}: mechanism diagnostics (update norms; bin-crossing fraction and share of the "
-                             f"update kept by quantization, per bit width)", "", d))
+            sections.append(_Section(f"{o}: mechanism diagnostics (update norms; bin-crossing fraction and share of "
+                                     f"the update kept by quantization, per bit width)", "", d))
+    return sections
+
+
+def _markdown(sections: List[_Section]) -> str:
     md = ["# optigrade study report", ""]
     for title, text, df in sections:
         md += [f"## {title}", ""]
@@ -289,8 +271,10 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
             md += [text, ""]
         if df is not None:
             md += [_to_md(df), ""]
-    mdp = out / "report.md"
-    atomic_write_text(mdp, "\n".join(md))
+    return "\n".join(md)
+
+
+def _html(sections: List[_Section]) -> str:
     h = ["<!doctype html><html><head><meta charset='utf-8'><title>optigrade study report</title>",
          "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>",
@@ -302,5 +286,117 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
         if df is not None:
             h.append(df.to_html(index=False, border=0, na_rep="–"))
     h.append("</body></html>")
-    atomic_write_text(out / "report.html", "\n".join(h))
+    return "\n".join(h)
+
+
+def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> Path:
+    """Write ``OUT/report.md`` and ``OUT/report.html`` (the same sections, rendered twice);
+    returns the Markdown path.  ``cfg`` (the StudyConfig) and ``meta`` (``study.json``) fill
+    the setup paragraph.
+
+    >>> import tempfile
+    >>> p = write_report(tempfile.mkdtemp(), _toy_results(), summarize(_toy_results()), meta={"name": "toy"})
+    >>> print(p.read_text().splitlines()[4])
+    Study **toy**: 6 unlearning runs (npo × 3 optimizers × 2 seeds), target forget_acc ≤ 0.1; wall time nan s. ...
+    >>> "<h2>npo: forget accuracy ↓ before/after attacks (mean ± 95% CI)</h2>" in (p.parent / "report.html").read_text()
+    True
+    """
+    from optigrade._files import atomic_write_text
+
+    out = Path(out)
+    sections = _sections(results, summary, cfg, meta)
+    mdp = out / "report.md"
+    atomic_write_text(mdp, _markdown(sections))
+    atomic_write_text(out / "report.html", _html(sections))
     return mdp
+
+
+def print_summary(result, cfg, file=None) -> None:
+    """Print what a finished study shows: the headline tables, the claim sentences and one line
+    of bookkeeping (runs computed / reused, seconds, runs not at matched forgetting, where the
+    results are).  ``result`` is a :class:`~optigrade.analysis.study.StudyResult`, ``cfg`` its
+    StudyConfig (for the model's caveat).
+
+    >>> from types import SimpleNamespace as NS
+    >>> res = NS(summary=summarize(_toy_results()), computed=["a", "b"], skipped=[], seconds=12.3,
+    ...          capped=[], out=Path("runs/toy"))
+    >>> print_summary(res, NS(model="tiny"))
+    **npo** — forget accuracy (↓ = more forgotten; mean ± 95% CI over seeds)
+    ...
+    - For npo, every optimizer reached the forget target in every seed, so the rows compare matched forgetting.
+    ...
+    2 run(s) computed, 0 reused, 12 s; 0 not at matched forgetting (step cap / retain guard); results under runs/toy
+    """
+    file = sys.stdout if file is None else file
+    print(markdown_summary(result.summary), file=file)
+    for s in claim_sentences(result.summary, model=cfg.model):
+        print("-", s, file=file)
+    print(f"\n{len(result.computed)} run(s) computed, {len(result.skipped)} reused, {result.seconds:.0f} s; "
+          f"{len(result.capped)} not at matched forgetting (step cap / retain guard); results under {result.out}",
+          file=file)
+
+
+# ----------------------------------------------------------------------------- README block
+README_START, README_END = "<!-- demo-table:start -->", "<!-- demo-table:end -->"
+
+
+def render_block(run_dir) -> str:
+    """The README's generated block for a finished study: the Markdown headline tables and the
+    claim sentences, with the command that regenerates it."""
+    _, summary = load_study(run_dir)
+    body = markdown_summary(summary)
+    sentences = " ".join(claim_sentences(summary))
+    return f"{body}\n{sentences}\n\n_Generated by `python -m optigrade.analysis.readme_tables {run_dir}`._\n"
+
+
+def update_readme(run_dir, readme="README.md", check: bool = False) -> bool:
+    """Replace the text between ``<!-- demo-table:start -->`` and ``<!-- demo-table:end -->`` in
+    ``readme`` with :func:`render_block` ``(run_dir)``; returns True when the file changed (or,
+    with ``check``, would change; then nothing is written).
+
+    Raises:
+        ValueError: the markers are missing or out of order.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _toy_results().to_parquet(d / "results.parquet")
+    >>> _ = (d / "README.md").write_text(f"intro\\n{README_START}\\nold\\n{README_END}\\n")
+    >>> update_readme(d, d / "README.md"), update_readme(d, d / "README.md", check=True)
+    (True, False)
+    >>> "| adam | 1 | 20 |" in (d / "README.md").read_text()
+    True
+    """
+    from optigrade._files import atomic_write_text
+
+    p = Path(readme)
+    text = p.read_text()
+    i, j = text.find(README_START), text.find(README_END)
+    if i < 0 or j < 0 or j < i:
+        raise ValueError(f"{p} needs a block between {README_START} and {README_END} (in that order); add the two "
+                         "marker lines where the table should go")
+    new = text[: i + len(README_START)] + "\n" + render_block(run_dir) + text[j:]
+    if new == text:
+        return False
+    if not check:
+        atomic_write_text(p, new)
+    return True
+
+
+# ----------------------------------------------------------------------------- doctest data
+def _toy_results() -> pd.DataFrame:
+    """Results of a toy study (doctests): npo, three optimizers (zo-sgd grade 0, a hybrid-family
+    "mix" grade 0.5, adam grade 1) × 2 seeds, attacks none and rtn4, forget and retain accuracy."""
+    forget = {"zo-sgd": {"none": (0.0, 0.1), "rtn4": (0.0, 0.2)}, "mix": {"none": (0.1, 0.1), "rtn4": (0.2, 0.2)},
+              "adam": {"none": (0.05, 0.15), "rtn4": (0.3, 0.5)}}
+    opts = {"zo-sgd": (0.0, "zeroth-order", 60, 0.5), "mix": (0.5, "hybrid", 40, 0.8), "adam": (1.0, "first-order", 20, 0.9)}
+    rows = []
+    for opt, (grade, family, steps, retain) in opts.items():
+        for attack, accs in forget[opt].items():
+            for seed, acc in enumerate(accs):
+                run = dict(run_id=f"npo__{opt}__s{seed}", model="tiny", objective="npo", optimizer=opt, grade=grade,
+                           family=family, seed=seed, lr=1e-3, step_cap=100, steps=steps, target=0.1,
+                           stop_reason="target", unlearn_seconds=1.0, attack=attack,
+                           attack_kind="none" if attack == "none" else "quantize", eval_split="all",
+                           diag_bits=float("nan"))
+                rows += [{**run, "metric": "forget_acc", "value": acc}, {**run, "metric": "retain_acc", "value": retain}]
+    return pd.DataFrame(rows)

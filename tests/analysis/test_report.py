@@ -1,0 +1,105 @@
+"""Reports: summaries against closed forms, claim sentences chosen by grade / family (not by
+label), Markdown and HTML from the same sections, the printed summary and the README block."""
+
+import io
+import math
+import re
+from types import SimpleNamespace as NS
+
+import pandas as pd
+import pytest
+
+from optigrade.analysis.report import (_toy_results, claim_sentences, headline_table, load_study, print_summary,
+                                       summarize, update_readme, write_report)
+
+
+def test_summarize_t_interval_closed_form():
+    s = summarize(_toy_results())
+    x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["metric"] == "forget_acc")].iloc[0]
+    sd = math.sqrt(((0.3 - 0.4) ** 2 + (0.5 - 0.4) ** 2) / 1)
+    assert x["mean"] == pytest.approx(0.4) and x["sd"] == pytest.approx(sd)
+    assert x["ci95"] == pytest.approx(12.706204736 * sd / math.sqrt(2))
+    assert x["family"] == "first-order" and x["n_capped"] == 0 and x["steps_mean"] == 20
+
+
+def _relabel(results, names):
+    r = results.copy()
+    r["optimizer"] = r["optimizer"].replace(names)
+    r["run_id"] = [f"{o}__{s}" for o, s in zip(r["optimizer"], r["seed"])]
+    return r
+
+
+def test_claims_choose_rows_by_family_not_label():
+    base = claim_sentences(summarize(_toy_results()))
+    names = {"mix": "blend", "adam": "fo-baseline", "zo-sgd": "zo"}
+    renamed = claim_sentences(summarize(_relabel(_toy_results(), names)))
+    assert len(renamed) == len(base) == 5
+    for a, b in zip(base, renamed):
+        for old, new in names.items():
+            a = re.sub(rf"\b{re.escape(old)}\b", new, a)
+        assert a == b
+    assert renamed[2].startswith("blend vs fo-baseline vs ZO: after rtn4 blend's forget accuracy is 0.20")
+
+
+def test_claims_without_a_hybrid_family_skip_the_comparison():
+    r = _toy_results()
+    r.loc[r["optimizer"] == "mix", "family"] = "compressed-first-order"
+    out = claim_sentences(summarize(r))
+    assert not any(" vs ZO:" in x or "Before any attack" in x for x in out)
+    # a summary without the family column (written before it existed) still gives sentences
+    out2 = claim_sentences(summarize(r.drop(columns=["family"])))
+    assert out2 == out
+
+
+def test_load_study_adds_family_to_an_old_summary(tmp_path):
+    res = _toy_results()
+    res.to_parquet(tmp_path / "results.parquet")
+    old = summarize(res.drop(columns=["family"]))
+    old.to_parquet(tmp_path / "summary.parquet")
+    _, summ = load_study(tmp_path)
+    pd.testing.assert_frame_equal(summ.drop(columns=["family"]), old)
+    with pytest.raises(FileNotFoundError, match="holds no results.parquet"):
+        load_study(tmp_path / "nothing")
+
+
+def test_headline_table_of_a_metric_without_rows():
+    t = headline_table(summarize(_toy_results()), "npo", metric="general_ppl")
+    assert t.empty and list(t.columns) == ["optimizer", "grade", "steps"]
+
+
+def test_markdown_and_html_have_the_same_sections(tmp_path):
+    res = _toy_results()
+    md = write_report(tmp_path, res, summarize(res), NS(model="tiny", eval_retain=7), {"name": "toy", "seconds": 1.5})
+    text, page = md.read_text(), (tmp_path / "report.html").read_text()
+    titles = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert titles == [t.replace("&#x27;", "'") for t in re.findall(r"<h2>(.+?)</h2>", page)]
+    assert len(titles) == 3 + 4  # setup, matched, sentences; four metrics of npo (no diagnostics)
+    assert text.count("\n|---") + text.count("_(no rows)_") == page.count("<table") == 1 + 4  # matched + 4 metrics
+    assert "(eval_retain=7)" in text and "wall time 1.5 s" in text
+    assert "_(no rows)_" in text  # forget_para_acc / general_ppl are not in the toy
+
+
+def test_print_summary_block():
+    res = NS(summary=summarize(_toy_results()), computed=["a"], skipped=["b", "c"], seconds=9.6, capped=["x"],
+             out="runs/toy")
+    buf = io.StringIO()
+    print_summary(res, NS(model="smollm2"), file=buf)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("**npo**") and lines[-1] == ("1 run(s) computed, 2 reused, 10 s; 1 not at matched "
+                                                            "forgetting (step cap / retain guard); results under runs/toy")
+    assert sum(x.startswith("- ") for x in lines) == 5 and "smollm2 on a handful of real facts" in buf.getvalue()
+
+
+def test_update_readme_check_mode(tmp_path):
+    _toy_results().to_parquet(tmp_path / "results.parquet")
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- demo-table:start -->\nold\n<!-- demo-table:end -->\nb\n")
+    assert update_readme(tmp_path, readme, check=True) and "old" in readme.read_text()
+    assert update_readme(tmp_path, readme) and not update_readme(tmp_path, readme)
+    text = readme.read_text()
+    assert text.startswith("a\n<!-- demo-table:start -->\n**npo**") and text.endswith("<!-- demo-table:end -->\nb\n")
+    from optigrade.analysis import readme_tables
+
+    assert readme_tables.main([str(tmp_path), "--readme", str(readme), "--check"]) == 0
+    readme.write_text("no markers\n")
+    assert readme_tables.main([str(tmp_path), "--readme", str(readme)]) == 2
