@@ -182,8 +182,8 @@ def _short(v, width: int = 60) -> str:
         return f"<DataFrame {v.shape[0]}×{v.shape[1]}>"
     if hasattr(v, "shape") and hasattr(v, "dtype"):  # numpy array or torch tensor
         a = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
-        if a.size <= 6:
-            return np.array2string(a, precision=4, separator=", ")
+        if a.ndim == 1 and a.size <= 6:
+            return "[" + ", ".join(_short(x.item()) for x in a) + "]"
         if a.size and np.issubdtype(a.dtype, np.number):
             return f"array{tuple(a.shape)}[{np.nanmin(a):.4g} … {np.nanmax(a):.4g}]"
         return f"array{tuple(a.shape)}"
