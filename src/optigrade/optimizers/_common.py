@@ -7,6 +7,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch.optim import Optimizer
 
+from .. import _validate as V
+
 
 def param_pairs(opt: Optimizer) -> List[Tuple[torch.Tensor, dict]]:
     """(parameter, its group) for every trainable parameter, in group order."""
@@ -35,3 +37,8 @@ def grad_or_zeros(p: torch.Tensor) -> torch.Tensor:
 def advanced(counter: dict) -> dict:
     """A seed/step counter one step on (a new dict, so a saved state_dict is never mutated)."""
     return {**counter, "step": counter["step"] + 1}
+
+
+def decoupled_decay(value, fix="0.0") -> float:
+    """Validate a decoupled weight decay λ (θ ← θ(1 − ηλ) − …)."""
+    return V.non_negative("weight_decay", value, "the decoupled weight decay λ", fix)

@@ -11,12 +11,13 @@ from torch.optim import Optimizer
 
 from .. import _validate as V
 from . import transforms as T
-from .registry import register
+from ._common import decoupled_decay as _wd
+from .registry import Capabilities, register
 
 __all__ = ["TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion"]
 
 
-class TransformOptimizer(Optimizer):
+class TransformOptimizer(Capabilities, Optimizer):
     """θ ← θ − η·u, u = ``self.transform(group)``(g) for each parameter with a ``.grad``.
 
     Subclasses build the transform chain from their group's hyperparameters:
@@ -31,12 +32,7 @@ class TransformOptimizer(Optimizer):
 
     grade = 0.5
     family = "compressed-first-order"
-    requires_closure = False
-    needs_hvp = False
     accepts_rectified_grad = True
-    zeroth_order = False
-    seeded = False
-    seed_in = None
 
     def transform(self, group) -> T.Transform:
         raise NotImplementedError
@@ -60,10 +56,6 @@ class TransformOptimizer(Optimizer):
                 u = tr.update(p.grad, p, state, state["step"])
                 p.add_(u, alpha=-group["lr"])
         return loss
-
-
-def _wd(weight_decay):
-    return V.non_negative("weight_decay", weight_decay, "the decoupled weight decay λ", "0.0")
 
 
 @register("signsgd")

@@ -7,20 +7,15 @@ from __future__ import annotations
 import torch
 
 from .. import _validate as V
-from .registry import register
+from .registry import Capabilities, register
 
 __all__ = ["SGD", "Adam", "AdamW"]
 
 
-class _FO:
+class _FO(Capabilities):
     grade = 1.0
     family = "first-order"
-    requires_closure = False
-    needs_hvp = False
     accepts_rectified_grad = True
-    zeroth_order = False
-    seeded = False
-    seed_in = None
 
 
 def _adam_checks(lr, betas, eps, weight_decay):

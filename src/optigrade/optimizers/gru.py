@@ -27,7 +27,7 @@ from .. import _validate as V
 from ._common import grad_params, grads_or_zeros
 from ._wrapper import WrappedOptimizer, param_list
 from .closure import capability
-from .registry import build, register_suffix
+from .registry import Capabilities, build, register_suffix
 
 __all__ = ["gru_project", "GRU"]
 
@@ -84,7 +84,7 @@ class _Rectified:
         return getattr(self._closure, name)
 
 
-class GRU(WrappedOptimizer):
+class GRU(Capabilities, WrappedOptimizer):
     """GRU wrapper (see module docstring).  ``grade``, ``needs_hvp`` and ``seeded`` follow the
     base optimizer (per instance), ``family`` is ``"gru(<base family>)"``.
 
@@ -108,11 +108,6 @@ class GRU(WrappedOptimizer):
     grade = 1.0
     family = "gru"
     requires_closure = True
-    needs_hvp = False
-    accepts_rectified_grad = False
-    zeroth_order = False
-    seeded = False
-    seed_in = None
 
     def __init__(self, params, base="adam", gamma: float = 0.8, cos_clip: Optional[float] = None,
                  rectify: str = "full", **base_hparams):

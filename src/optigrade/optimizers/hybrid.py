@@ -32,7 +32,7 @@ import torch
 from .. import _validate as V
 from ._common import grad_or_zeros, grad_params
 from ._wrapper import WrappedOptimizer, param_list
-from .registry import build, register
+from .registry import Capabilities, build, register
 
 __all__ = ["HybridFOZO", "hybrid_steps"]
 
@@ -55,7 +55,7 @@ def _reset(opt):
 
 
 @register("hybrid")
-class HybridFOZO(WrappedOptimizer):
+class HybridFOZO(Capabilities, WrappedOptimizer):
     """Alternating (or mixed) first-order / zeroth-order optimizer; see the module docstring.
 
     Args:
@@ -80,9 +80,6 @@ class HybridFOZO(WrappedOptimizer):
     grade = 0.5
     family = "hybrid"
     requires_closure = True
-    needs_hvp = False
-    accepts_rectified_grad = False
-    zeroth_order = False
     seeded = True
     seed_in = "zo_hparams"
 

@@ -39,14 +39,26 @@ from torch.optim import Optimizer
 from .._registry import Registry
 from .._validate import ConfigError
 
-__all__ = ["OptimizerInfo", "register", "register_suffix", "available", "make", "info",
-           "with_seed", "build"]
+__all__ = ["OptimizerInfo", "Capabilities", "register", "register_suffix", "available", "make",
+           "info", "with_seed", "build"]
 
 OPTIMIZERS: Registry = Registry("optimizer")
 
-# Declared capability attributes and their value for a class that does not declare one.
-CAPABILITIES = {"requires_closure": False, "needs_hvp": False, "accepts_rectified_grad": False,
-                "zeroth_order": False, "seeded": False, "seed_in": None}
+
+class Capabilities:
+    """The declared capability attributes (table above) with their defaults.  Every optimizer
+    class of the package inherits this and sets ``grade``, ``family`` and what differs."""
+
+    requires_closure = False
+    needs_hvp = False
+    accepts_rectified_grad = False
+    zeroth_order = False
+    seeded = False
+    seed_in: Optional[str] = None
+
+
+# the value assumed for a (user) class that does not inherit Capabilities
+CAPABILITIES = {k: v for k, v in vars(Capabilities).items() if not k.startswith("_")}
 
 
 class _Suffix(NamedTuple):

@@ -18,9 +18,9 @@ from torch.optim import Optimizer
 
 from .. import _validate as V
 from .._directions import direction_tensor, mix_seed
-from ._common import advanced, grad_or_zeros, grads_or_zeros, param_pairs
+from ._common import advanced, decoupled_decay, grad_or_zeros, grads_or_zeros, param_pairs
 from .closure import Closure, capability
-from .registry import register
+from .registry import Capabilities, register
 
 __all__ = ["hutchinson_diagonal", "sophia_update_", "Sophia", "SophiaH", "SophiaG", "SOUL",
            "AdaHessian"]
@@ -72,23 +72,22 @@ def sophia_update_(p, g, m, h, *, lr, beta1, rho, eps, weight_decay) -> None:
     p.addcmul_(m.sign(), ratio, value=-lr)
 
 
-class _SecondOrder(Optimizer):
-    """One step: gradient from the closure; every ``_every`` steps a diagonal-curvature
-    estimate (``_curvature``); then ``_update`` per parameter.  ``_counter`` names the
-    ``{"seed", "step"}`` entry of ``self.state``."""
+class _SecondOrder(Capabilities, Optimizer):
+    """One step: gradient from the closure; every ``getattr(self, _every)`` steps a
+    diagonal-curvature estimate (``_curvature``); then ``_update`` per parameter.
+    ``_counter`` names the ``{"seed", "step"}`` entry of ``self.state``."""
 
     grade = 2.0
     family = "second-order"
     requires_closure = True
     accepts_rectified_grad = True
-    zeroth_order = False
     seeded = True
-    seed_in = None
     _counter = ""
+    _every = ""
 
-    @property
-    def _every(self) -> int:
-        raise NotImplementedError
+    def __init__(self, params, defaults: dict, seed: int):
+        super().__init__(params, defaults)
+        self.state[self._counter] = {"seed": V.seed(seed), "step": 0}
 
     def _curvature(self, closure, params, t: int, seed: int) -> List[torch.Tensor]:
         raise NotImplementedError
@@ -109,7 +108,7 @@ class _SecondOrder(Optimizer):
         pairs = param_pairs(self)
         st = self.state[self._counter]
         curv = None
-        if st["step"] % self._every == 0:
+        if st["step"] % getattr(self, self._every) == 0:
             with torch.enable_grad():
                 curv = self._curvature(closure, [p for p, _ in pairs], st["step"], st["seed"])
         for j, (p, group) in enumerate(pairs):
@@ -153,8 +152,7 @@ class Sophia(_SecondOrder):
     [0.89, -1.88]
     """
 
-    needs_hvp = False
-    _counter = "sophia"
+    _counter, _every = "sophia", "k"
 
     def __init__(self, params, lr: float = 1e-4, betas=(0.965, 0.99), rho: float = 0.04,
                  eps: float = 1e-12, weight_decay: float = 0.1, k: int = 10,
@@ -163,19 +161,13 @@ class Sophia(_SecondOrder):
         defaults = dict(lr=V.lr(lr, "1e-4"), betas=V.betas(betas, (0.965, 0.99)),
                         rho=V.positive("rho", rho, "Sophia's clipping scale ρ", "0.04"),
                         eps=V.positive("eps", eps, "the denominator guard ε", "1e-12"),
-                        weight_decay=V.non_negative("weight_decay", weight_decay,
-                                                    "the decoupled weight decay λ", "0.1"))
+                        weight_decay=decoupled_decay(weight_decay, "0.1"))
         self.k = V.int_at_least("k", k, 1, "steps between Hessian refreshes", 10)
         self.estimator = estimator
         self.bartlett_scale = V.positive("bartlett_scale", bartlett_scale,
                                          "B, the batch size of the GNB estimate", "1.0")
         self.needs_hvp = estimator == "hutchinson"
-        super().__init__(params, defaults)
-        self.state["sophia"] = {"seed": V.seed(seed), "step": 0}
-
-    @property
-    def _every(self) -> int:
-        return self.k
+        super().__init__(params, defaults, seed)
 
     def _curvature(self, closure, params, t, seed):
         if self.estimator == "hutchinson":
@@ -271,7 +263,7 @@ class AdaHessian(_SecondOrder):
     """
 
     needs_hvp = True
-    _counter = "adahessian"
+    _counter, _every = "adahessian", "hessian_every"
 
     def __init__(self, params, lr: float = 0.15, betas=(0.9, 0.999), eps: float = 1e-4,
                  weight_decay: float = 0.0, hessian_power: float = 1.0, hessian_every: int = 1,
@@ -282,17 +274,10 @@ class AdaHessian(_SecondOrder):
                              "of the curvature denominator, try 1.0")
         defaults = dict(lr=V.lr(lr, "0.15"), betas=V.betas(betas),
                         eps=V.positive("eps", eps, "the denominator guard ε", "1e-4"),
-                        weight_decay=V.non_negative("weight_decay", weight_decay,
-                                                    "the decoupled weight decay λ", "0.0"),
-                        hessian_power=hp)
+                        weight_decay=decoupled_decay(weight_decay), hessian_power=hp)
         self.hessian_every = V.int_at_least("hessian_every", hessian_every, 1,
                                             "steps between Hessian refreshes", 1)
-        super().__init__(params, defaults)
-        self.state["adahessian"] = {"seed": V.seed(seed), "step": 0}
-
-    @property
-    def _every(self) -> int:
-        return self.hessian_every
+        super().__init__(params, defaults, seed)
 
     def _curvature(self, closure, params, t, seed):
         lg = capability(closure, "loss_with_graph", "AdaHessian")()

@@ -19,20 +19,15 @@ from .._weights import perturbed
 from ._common import advanced, grad_params, grads_or_zeros
 from ._wrapper import WrappedOptimizer, param_list
 from .closure import capability
-from .registry import build, register
+from .registry import Capabilities, build, register
 
 __all__ = ["FORS", "SAM"]
 
 
-class _Smoothing(WrappedOptimizer):
+class _Smoothing(Capabilities, WrappedOptimizer):
     grade = 1.0
     family = "fo-smoothing"
     requires_closure = True
-    needs_hvp = False
-    accepts_rectified_grad = False
-    zeroth_order = False
-    seeded = False
-    seed_in = None
 
 
 @register("fo-rs")

@@ -37,8 +37,8 @@ from torch.optim import Optimizer
 from .. import _validate as V
 from .._directions import CHUNK, DISTRIBUTIONS, Seeded, direction_chunks, mix_seed, unit_factor
 from .._weights import eval_mode, perturb_, perturbed, restore, snapshot
-from ._common import advanced, param_pairs
-from .registry import register
+from ._common import advanced, decoupled_decay, param_pairs
+from .registry import Capabilities, register
 
 __all__ = ["ZOEstimate", "zo_estimate", "zo_apply", "ZOOptimizer", "ZOSGD", "ZOAdam", "AdaZO",
            "ZOSign", "ZOConservative"]
@@ -175,7 +175,7 @@ def zo_apply(params: Sequence[torch.Tensor], est: ZOEstimate, coefs: Sequence[fl
         est.pending = 0.0
 
 
-class ZOOptimizer(Optimizer):
+class ZOOptimizer(Capabilities, Optimizer):
     """Base class: estimate ĝ with :func:`zo_estimate`, then apply ``_update_chunk`` per chunk.
 
     Args:
@@ -202,11 +202,8 @@ class ZOOptimizer(Optimizer):
     grade = 0.0
     family = "zeroth-order"
     requires_closure = True
-    needs_hvp = False
-    accepts_rectified_grad = False
     zeroth_order = True
     seeded = True
-    seed_in = None
     default_dist = "gaussian"
     default_difference = "central"
 
@@ -217,9 +214,7 @@ class ZOOptimizer(Optimizer):
                  model: Optional[torch.nn.Module] = None, _group: Optional[dict] = None):
         dist = self.default_dist if dist is None else dist
         difference = self.default_difference if difference is None else difference
-        defaults = dict(lr=V.lr(lr, "1e-6"),
-                        weight_decay=V.non_negative("weight_decay", weight_decay,
-                                                    "the decoupled weight decay λ", "0.0"),
+        defaults = dict(lr=V.lr(lr, "1e-6"), weight_decay=decoupled_decay(weight_decay),
                         **(_group or {}))
         self.mu = V.positive("mu", mu, "the smoothing radius of the ZO estimator", "1e-3")
         self.q = V.int_at_least("q", q, 1, "the number of random directions per step", 1)
