@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, ValidationError, field_validator
 
 from optigrade._registry import Registry
 from optigrade._validate import ConfigError
@@ -39,6 +39,15 @@ class AttackSpec(BaseModel):
 
     #: example values for "missing required setting" messages
     examples: ClassVar[Dict[str, Any]] = {}
+    #: field -> check(value) returning the value unchanged or raising ValueError with the message;
+    #: run on the value as given, before pydantic's type check
+    checks: ClassVar[Dict[str, Callable[[Any], Any]]] = {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def run_checks(cls, v, info):
+        check = cls.checks.get(info.field_name)
+        return v if check is None else check(v)
 
     @property
     def key(self) -> str:
@@ -60,12 +69,16 @@ class AttackSpec(BaseModel):
 
     def check_model(self, model, where: str = "attacks[0]", model_name: Optional[str] = None) -> "AttackSpec":
         """Checks that need the model (group sizes vs row lengths, GGUF source types); raises
-        :class:`~optigrade._validate.ConfigError` naming ``where`` and the label.  Returns
-        ``self``.  The base class has none."""
+        :class:`~optigrade._validate.ConfigError` naming ``where``, the label and the fix
+        (``model_name``: how the config calls the model).  Returns ``self``."""
+        try:
+            self._check_model(model, model_name if model_name is not None else type(model).__name__)
+        except ValueError as e:
+            raise ConfigError(f"{where} ({self.key}): {e}") from None
         return self
 
-    def _fail(self, where: str, err: Exception) -> ConfigError:
-        return ConfigError(f"{where} ({self.key}): {err}")
+    def _check_model(self, model, model_name: str) -> None:
+        """Raise ValueError when ``model`` cannot take this attack (subclasses; none here)."""
 
 
 def register(kind: str, fn: Callable, spec: type, *, benchmark: bool = False, seed: bool = False) -> Callable:

@@ -7,7 +7,6 @@ import copy
 from typing import Literal, Optional
 
 import torch
-from pydantic import field_validator
 
 from optigrade import _validate
 from optigrade._select import linear_weights
@@ -68,24 +67,11 @@ class NoiseSpec(AttackSpec):
     include_norms: bool = False
 
     examples = {"sigma": 0.01}
+    checks = {"sigma": _check_sigma, "modules": _check_modules}
 
-    @field_validator("sigma", mode="before")
-    @classmethod
-    def valid_sigma(cls, v):
-        return _check_sigma(v)
-
-    @field_validator("modules", mode="before")
-    @classmethod
-    def valid_modules(cls, v):
-        return _check_modules(v)
-
-    def check_model(self, model, where: str = "attacks[0]", model_name: Optional[str] = None) -> "NoiseSpec":
+    def _check_model(self, model, model_name: str) -> None:
         """``modules`` must select some weight of ``model``."""
-        try:
-            _check_selects(model, self.modules, self.include_embeddings, self.include_norms)
-        except ValueError as e:
-            raise self._fail(where, e) from None
-        return self
+        _check_selects(model, self.modules, self.include_embeddings, self.include_norms)
 
 
 register("noise", weight_noise, NoiseSpec, seed=True)

@@ -12,7 +12,6 @@ import copy
 from typing import List, Literal, Optional, Tuple
 
 import torch
-from pydantic import field_validator
 
 from optigrade import _validate
 from optigrade._device import to_device
@@ -63,37 +62,33 @@ def half_view(benchmark, groups: List[str]):
 
 
 # ----------------------------------------------------------------------------- checks
-def _steps(v):
-    return _validate.int_at_least("steps", v, 1, "the number of relearning steps", 100)
+# setting -> (the _validate rule, its arguments after (name, value)): one message style
+_RULES = {
+    "steps": (_validate.int_at_least, 1, "the number of relearning steps", 100),
+    "lr": (_validate.positive, "the relearning learning rate (AdamW, cosine-decayed to 0)", "1e-5"),
+    "n_samples": (_validate.int_at_least, 1, "how many training examples to use (null: all)", "null"),
+    "batch_size": (_validate.int_at_least, 1, "examples per relearning step", 4),
+    "protocol": (_validate.choice, PROTOCOLS, "'full' fine-tunes on every forget entity, 'half' on half A only "
+                                              "(measured on half B)"),
+    "weight_decay": (_validate.non_negative, "AdamW's decoupled weight decay", 0.0),
+    "warmup": (_validate.int_at_least, 0, "linear warm-up steps before the cosine decay", 0),
+}
+_NULLABLE = {"n_samples"}
 
 
-def _lr(v):
-    _validate.positive("lr", v, "the relearning learning rate (AdamW, cosine-decayed to 0)", "1e-5")
-    return v
+def _check(name: str):
+    """``check(value)`` for setting ``name``: the value as given, or ValueError."""
+    rule, *args = _RULES[name]
+
+    def check(value):
+        if not (value is None and name in _NULLABLE):
+            rule(name, value, *args)
+        return value
+
+    return check
 
 
-def _protocol(v):
-    return _validate.choice("protocol", v, PROTOCOLS, "'full' fine-tunes on every forget entity, 'half' on "
-                                                      "half A only (measured on half B)")
-
-
-def _n_samples(v):
-    if v is not None:
-        _validate.int_at_least("n_samples", v, 1, "how many training examples to use (null: all)", "null")
-    return v
-
-
-def _batch_size(v):
-    return _validate.int_at_least("batch_size", v, 1, "examples per relearning step", 4)
-
-
-def _weight_decay(v):
-    _validate.non_negative("weight_decay", v, "AdamW's decoupled weight decay", 0.0)
-    return v
-
-
-def _warmup(v):
-    return _validate.int_at_least("warmup", v, 0, "linear warm-up steps before the cosine decay", 0)
+_CHECKS = {name: _check(name) for name in _RULES}
 
 
 def relearn(model, benchmark, steps: int = 100, lr: float = 1e-5, n_samples: Optional[int] = None,
@@ -193,14 +188,6 @@ class RelearnSpec(AttackSpec):
     weight_decay: Number = 0.0
     warmup: int = 0
 
-    @field_validator("steps", "lr", "n_samples", "batch_size", "protocol", "weight_decay", "warmup",
-                     mode="before")
-    @classmethod
-    def valid_setting(cls, v, info):
-        return _CHECKS[info.field_name](v)
-
-
-_CHECKS = {"steps": _steps, "lr": _lr, "n_samples": _n_samples, "batch_size": _batch_size,
-           "protocol": _protocol, "weight_decay": _weight_decay, "warmup": _warmup}
+    checks = _CHECKS
 
 register("relearn", relearn, RelearnSpec, benchmark=True, seed=True)

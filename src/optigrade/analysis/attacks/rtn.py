@@ -21,7 +21,6 @@ import re
 from typing import List, Literal, Optional, Tuple
 
 import torch
-from pydantic import field_validator
 
 from optigrade._select import linear_weights, matcher
 
@@ -204,29 +203,12 @@ class QuantizeSpec(AttackSpec):
     include_embeddings: bool = False
     include_norms: bool = False
 
-    @field_validator("bits", mode="before")
-    @classmethod
-    def valid_bits(cls, v):
-        return check_bits(v)
+    checks = {"bits": check_bits, "group_size": _check_group, "modules": _check_modules}
 
-    @field_validator("group_size", mode="before")
-    @classmethod
-    def valid_group_size(cls, v):
-        return _check_group(v)
-
-    @field_validator("modules", mode="before")
-    @classmethod
-    def valid_modules(cls, v):
-        return _check_modules(v)
-
-    def check_model(self, model, where: str = "attacks[0]", model_name: Optional[str] = None) -> "QuantizeSpec":
+    def _check_model(self, model, model_name: str) -> None:
         """Group size against the model's row lengths; ``modules`` must select some weight."""
-        try:
-            check_group_size(model, self.group_size, self.modules)
-            _check_selects(model, self.modules, self.include_embeddings, self.include_norms)
-        except ValueError as e:
-            raise self._fail(where, e) from None
-        return self
+        check_group_size(model, self.group_size, self.modules)
+        _check_selects(model, self.modules, self.include_embeddings, self.include_norms)
 
 
 def _check_selects(model, modules, include_embeddings, include_norms) -> None:
