@@ -20,20 +20,12 @@ registered is the one used.
 A toy model with transformer-like names:
 
 >>> import torch
->>> class Block(torch.nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.self_attn = torch.nn.Linear(2, 2)
-...         self.mlp = torch.nn.Sequential(torch.nn.Linear(2, 2))
-...         self.input_layernorm = torch.nn.LayerNorm(2)
->>> class Toy(torch.nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.embed_tokens = torch.nn.Embedding(4, 2)
-...         self.layers = torch.nn.ModuleList([Block(), Block()])
-...         self.lm_head = torch.nn.Linear(2, 4, bias=False)
-...         self.lm_head.weight = self.embed_tokens.weight          # tied
->>> toy = Toy()
+>>> nn = torch.nn
+>>> block = lambda: nn.ModuleDict(dict(self_attn=nn.Linear(2, 2), mlp=nn.Sequential(nn.Linear(2, 2)),
+...                                    input_layernorm=nn.LayerNorm(2)))
+>>> toy = nn.ModuleDict(dict(embed_tokens=nn.Embedding(4, 2), layers=nn.ModuleList([block(), block()]),
+...                          lm_head=nn.Linear(2, 4, bias=False)))
+>>> toy.lm_head.weight = toy.embed_tokens.weight          # tied: listed once
 >>> [n for n, _ in select(toy, param_filter="mlp")]
 ['layers.0.mlp.0.weight', 'layers.0.mlp.0.bias', 'layers.1.mlp.0.weight', 'layers.1.mlp.0.bias']
 >>> [n for n, _ in select(toy, param_filter=[layer_pattern(1)], exclude="glob:*.bias")]
