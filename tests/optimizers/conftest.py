@@ -1,8 +1,5 @@
 """Shared fixtures: a convex quadratic and a tiny causal LM, both as optimizers.Closure."""
 
-import os
-import sys
-
 import pytest
 import torch
 

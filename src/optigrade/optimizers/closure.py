@@ -122,7 +122,16 @@ class Closure:
 
 
 def capability(closure, name: str, who: str):
-    """Return ``closure.<name>`` or raise a TypeError saying who needs it and how to fix it."""
+    """Return ``closure.<name>`` or raise a TypeError saying who needs it and how to fix it.
+
+    >>> c = Closure(lambda: torch.zeros(()), [])
+    >>> capability(c, "loss_with_graph", "Sophia-H") == c.loss_with_graph
+    True
+    >>> capability(lambda: torch.zeros(()), "parts", "SAM")
+    Traceback (most recent call last):
+    ...
+    TypeError: SAM needs closure.parts(); wrap your loss with optimizers.Closure(loss_fn, params, ...) which provides it
+    """
     fn = getattr(closure, name, None)
     if fn is None:
         raise TypeError(
