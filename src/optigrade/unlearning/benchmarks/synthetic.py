@@ -101,7 +101,9 @@ class SyntheticFacts(Benchmark):
         seed: fixes names, attribute values and the split.
         n_general: general-text sentences (80% train, 20% test).
 
-    Example:
+    Example (one QA per person and attribute in :data:`ATTRIBUTES`):
+        >>> sorted(ATTRIBUTES)
+        ['city', 'color', 'food', 'job', 'pet']
         >>> b = SyntheticFacts(n_entities=40, seed=0)
         >>> len(b.forget), len(b.retain), b.forget[0].prompt.startswith("question :")
         (20, 180, True)

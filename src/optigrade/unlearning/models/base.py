@@ -26,12 +26,21 @@ MODELS: Registry = Registry("model", hint="or a local checkpoint directory")
 
 def cache_dir() -> Path:
     """``$OPTIGRADE_CACHE``, default ``~/.cache/optigrade`` (pretrained tiny models, the SmolLM2
-    float checkpoint, fact verifications)."""
+    float checkpoint, fact verifications), read at each call.
+
+        >>> import os
+        >>> cache_dir() == Path(os.environ.get("OPTIGRADE_CACHE", Path.home() / ".cache" / "optigrade"))
+        True
+    """
     return Path(os.environ.get("OPTIGRADE_CACHE", Path.home() / ".cache" / "optigrade"))
 
 
 def place(model, device=None, dtype: Optional[torch.dtype] = None):
-    """``model`` moved to ``device`` (None: where it is) and cast to ``dtype`` (None: its own)."""
+    """``model`` moved to ``device`` (None: where it is) and cast to ``dtype`` (None: its own).
+
+        >>> place(torch.nn.Linear(2, 2), "cpu", torch.float64).weight.dtype
+        torch.float64
+    """
     if device is None and dtype is None:
         return model
     return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
@@ -49,6 +58,14 @@ def load_checkpoint(path, *, device="cpu", dtype: Optional[torch.dtype] = None) 
 
     Raises:
         ModelLoadError: the path does not exist, or it holds no model (no ``config.json``).
+
+        >>> import tempfile
+        >>> load_checkpoint(tempfile.mkdtemp())
+        Traceback (most recent call last):
+        ...
+        optigrade._validate.ModelLoadError: model path '...' exists but is not a model checkpoint (no config.json); point at a directory written by save_pretrained / `optigrade unlearn --out`
+
+    (:func:`optigrade.unlearning.models.load` shows a round trip.)
     """
     path = Path(path).expanduser()
     if not path.exists():

