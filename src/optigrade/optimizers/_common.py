@@ -42,3 +42,9 @@ def advanced(counter: dict) -> dict:
 def decoupled_decay(value, fix="0.0") -> float:
     """Validate a decoupled weight decay λ (θ ← θ(1 − ηλ) − …)."""
     return V.non_negative("weight_decay", value, "the decoupled weight decay λ", fix)
+
+
+def require_closure(closure, opt: Optimizer, need: str) -> None:
+    """Raise ``TypeError("<Class>.step needs a closure<need>")`` when ``closure`` is None."""
+    if closure is None:
+        raise TypeError(f"{type(opt).__name__}.step needs a closure{need}")

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import _validate as V
-from ._common import grad_params, grads_or_zeros
+from ._common import grad_params, grads_or_zeros, require_closure
 from ._wrapper import WrappedOptimizer, param_list
 from .closure import capability
 from .registry import Capabilities, build, register_suffix
@@ -135,8 +135,7 @@ class GRU(Capabilities, WrappedOptimizer):
         self.last_info: dict = {}
 
     def step(self, closure=None):
-        if closure is None:
-            raise TypeError("GRU.step needs a closure with retain_loss(); see optimizers.Closure")
+        require_closure(closure, self, " with retain_loss(); see optimizers.Closure")
         retain_loss = capability(closure, "retain_loss", "GRU")
         self._sync("base")
         params = grad_params(self)

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 
 from .. import _validate as V
-from ._common import grad_or_zeros, grad_params
+from ._common import grad_or_zeros, grad_params, require_closure
 from ._wrapper import WrappedOptimizer, param_list
 from .registry import Capabilities, build, register
 
@@ -125,8 +125,7 @@ class HybridFOZO(Capabilities, WrappedOptimizer):
         return t > 0 and (self.defaults["mode"] == "mix" or t % (self.defaults["n_fo"] + self.defaults["n_zo"]) == 0)
 
     def step(self, closure=None):
-        if closure is None:
-            raise TypeError("HybridFOZO.step needs a closure (see optimizers.Closure)")
+        require_closure(closure, self, " (see optimizers.Closure)")
         self._sync("fo")
         self._sync("zo", "lr", "zo_lr")
         phase = self.phase

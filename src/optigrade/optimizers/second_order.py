@@ -18,7 +18,8 @@ from torch.optim import Optimizer
 
 from .. import _validate as V
 from .._directions import direction_tensor, mix_seed
-from ._common import advanced, decoupled_decay, grad_or_zeros, grads_or_zeros, param_pairs
+from ._common import (advanced, decoupled_decay, grad_or_zeros, grads_or_zeros, param_pairs,
+                      require_closure)
 from .closure import Closure, capability
 from .registry import Capabilities, register
 
@@ -95,14 +96,17 @@ class _SecondOrder(Capabilities, Optimizer):
     def _update(self, p, group, state: dict, curvature: Optional[torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def _probes(self, params, seed, step, dist):
-        return [direction_tensor(p, mix_seed(seed, step, j), dist) for j, p in enumerate(params)]
+    @staticmethod
+    def _hutchinson(closure, params, t: int, seed: int, who: str) -> List[torch.Tensor]:
+        """u ⊙ Hu with Rademacher u drawn from ``mix_seed(seed, t, j)`` per parameter j."""
+        loss = capability(closure, "loss_with_graph", who)()
+        probes = [direction_tensor(p, mix_seed(seed, t, j), "rademacher") for j, p in enumerate(params)]
+        return hutchinson_diagonal(loss, params, probes)
 
     @torch.no_grad()
     def step(self, closure=None):
-        if closure is None:
-            raise TypeError(f"{type(self).__name__}.step needs a closure (curvature needs the loss); "
-                            "use optimizers.Closure(loss_fn, params)")
+        require_closure(closure, self, " (curvature needs the loss); use "
+                        "optimizers.Closure(loss_fn, params)")
         with torch.enable_grad():
             loss = closure()
         pairs = param_pairs(self)
@@ -153,10 +157,12 @@ class Sophia(_SecondOrder):
     """
 
     _counter, _every = "sophia", "k"
+    default_estimator = "hutchinson"
 
     def __init__(self, params, lr: float = 1e-4, betas=(0.965, 0.99), rho: float = 0.04,
                  eps: float = 1e-12, weight_decay: float = 0.1, k: int = 10,
-                 estimator: str = "hutchinson", bartlett_scale: float = 1.0, seed: int = 0):
+                 estimator: Optional[str] = None, bartlett_scale: float = 1.0, seed: int = 0):
+        estimator = self.default_estimator if estimator is None else estimator
         V.choice("estimator", estimator, ESTIMATORS, "the Hessian-diagonal estimator")
         defaults = dict(lr=V.lr(lr, "1e-4"), betas=V.betas(betas, (0.965, 0.99)),
                         rho=V.positive("rho", rho, "Sophia's clipping scale ρ", "0.04"),
@@ -171,8 +177,7 @@ class Sophia(_SecondOrder):
 
     def _curvature(self, closure, params, t, seed):
         if self.estimator == "hutchinson":
-            loss = capability(closure, "loss_with_graph", "Sophia-H")()
-            return hutchinson_diagonal(loss, params, self._probes(params, seed, t, "rademacher"))
+            return self._hutchinson(closure, params, t, seed, "Sophia-H")
         if self.estimator == "gnb":
             gen = torch.Generator(device=params[0].device)
             gen.manual_seed(mix_seed(seed, t, 1 << 20))
@@ -203,10 +208,6 @@ class SophiaH(Sophia):
 
     needs_hvp = True
 
-    def __init__(self, params, lr: float = 1e-4, **kw):
-        kw.setdefault("estimator", "hutchinson")
-        super().__init__(params, lr, **kw)
-
 
 @register("sophia-g")
 class SophiaG(Sophia):
@@ -221,9 +222,7 @@ class SophiaG(Sophia):
     [0.01, 0.64]
     """
 
-    def __init__(self, params, lr: float = 1e-4, **kw):
-        kw.setdefault("estimator", "gnb")
-        super().__init__(params, lr, **kw)
+    default_estimator = "gnb"
 
 
 @register("soul")
@@ -280,8 +279,7 @@ class AdaHessian(_SecondOrder):
         super().__init__(params, defaults, seed)
 
     def _curvature(self, closure, params, t, seed):
-        lg = capability(closure, "loss_with_graph", "AdaHessian")()
-        return hutchinson_diagonal(lg, params, self._probes(params, seed, t, "rademacher"))
+        return self._hutchinson(closure, params, t, seed, "AdaHessian")
 
     def _update(self, p, group, s, d):
         if not s:

@@ -16,7 +16,7 @@ import torch
 from .. import _validate as V
 from .._directions import Seeded, mix_seed
 from .._weights import perturbed
-from ._common import advanced, grad_params, grads_or_zeros
+from ._common import advanced, grad_params, grads_or_zeros, require_closure
 from ._wrapper import WrappedOptimizer, param_list
 from .closure import capability
 from .registry import Capabilities, build, register
@@ -66,8 +66,7 @@ class FORS(_Smoothing):
         self.state["rs"] = {"seed": V.seed(seed), "step": 0}
 
     def step(self, closure=None):
-        if closure is None:
-            raise TypeError("FORS.step needs a closure that backpropagates the loss; call step(closure)")
+        require_closure(closure, self, " that backpropagates the loss; call step(closure)")
         self._sync("base")
         params = grad_params(self)
         st = self.state["rs"]
@@ -119,9 +118,8 @@ class SAM(_Smoothing):
         super().__init__(params, dict(lr=lr, rho=rho), {"base": inner})
 
     def step(self, closure=None):
-        if closure is None:
-            raise TypeError("SAM.step needs a closure with .parts(); build it with "
-                            "optimizers.Closure(loss_fn, params, forget_fn=..., retain_fn=...)")
+        require_closure(closure, self, " with .parts(); build it with optimizers.Closure(loss_fn, "
+                        "params, forget_fn=..., retain_fn=...)")
         parts = capability(closure, "parts", "SAM")
         self._sync("base")
         params = grad_params(self)
