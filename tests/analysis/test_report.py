@@ -15,7 +15,7 @@ from optigrade.analysis.report import (_toy_results, claim_sentences, headline_t
 
 def test_summarize_t_interval_closed_form():
     s = summarize(_toy_results())
-    x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["metric"] == "forget_acc")].iloc[0]
+    x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["quantity"] == "forget_acc")].iloc[0]
     sd = math.sqrt(((0.3 - 0.4) ** 2 + (0.5 - 0.4) ** 2) / 1)
     assert x["mean"] == pytest.approx(0.4) and x["sd"] == pytest.approx(sd)
     assert x["ci95"] == pytest.approx(12.706204736 * sd / math.sqrt(2))
@@ -51,13 +51,19 @@ def test_claims_without_a_hybrid_family_skip_the_comparison():
     assert out2 == out
 
 
-def test_load_study_adds_family_to_an_old_summary(tmp_path):
+OLD_NAMES = {"quantity": "metric", "data": "eval_split", "setting_bits": "diag_bits"}
+
+
+def test_load_study_reads_a_study_written_before_the_tidy_schema(tmp_path):
+    """Old column names (metric, eval_split, diag_bits) and a summary without ``family``."""
     res = _toy_results()
-    res.to_parquet(tmp_path / "results.parquet")
-    old = summarize(res.drop(columns=["family"]))
-    old.to_parquet(tmp_path / "summary.parquet")
-    _, summ = load_study(tmp_path)
-    pd.testing.assert_frame_equal(summ.drop(columns=["family"]), old)
+    new = summarize(res)
+    res.rename(columns=OLD_NAMES).to_parquet(tmp_path / "results.parquet")
+    new.drop(columns=["family"]).rename(columns=OLD_NAMES).to_parquet(tmp_path / "summary.parquet")
+    r, summ = load_study(tmp_path)
+    pd.testing.assert_frame_equal(summ, new)
+    pd.testing.assert_frame_equal(r, res)
+    assert claim_sentences(new.rename(columns=OLD_NAMES)) == claim_sentences(new)
     with pytest.raises(FileNotFoundError, match="holds no results.parquet"):
         load_study(tmp_path / "nothing")
 

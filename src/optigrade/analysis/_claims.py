@@ -20,7 +20,7 @@ def by_grade(summary: pd.DataFrame) -> List[str]:
 
 def _mean(summary, objective, opt, attack, metric="forget_acc", split="all"):
     x = summary[(summary["objective"] == objective) & (summary["optimizer"] == opt) & (summary["attack"] == attack)
-                & (summary["metric"] == metric) & (summary["eval_split"] == split)]
+                & (summary["quantity"] == metric) & (summary["data"] == split)]
     return (float(x["mean"].iloc[0]), float(x["ci95"].iloc[0])) if len(x) else (float("nan"), float("nan"))
 
 
@@ -45,7 +45,7 @@ class Claim(NamedTuple):
 
 
 def claim_of(summary: pd.DataFrame, obj: str) -> Claim:
-    s = summary[(summary["objective"] == obj) & (summary["metric"] == "forget_acc")]
+    s = summary[(summary["objective"] == obj) & (summary["quantity"] == "forget_acc")]
     family = dict(zip(s["optimizer"], s["family"])) if "family" in s else {}
     return Claim(summary, obj, list(dict.fromkeys(s["attack"])), dict(zip(s["attack"], s["attack_kind"])),
                   by_grade(s), dict(zip(s["optimizer"], s["grade"])), family,

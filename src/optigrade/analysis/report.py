@@ -1,7 +1,7 @@
 """Summaries and reports of a study directory (tables in, Markdown / HTML out).
 
 * :func:`summarize` — mean, standard deviation and a 95% Student-t interval over seeds,
-  ``mean ± t_{0.975, n−1}·sd/√n``, per objective × optimizer × attack × eval split × metric.
+  ``mean ± t_{0.975, n−1}·sd/√n``, per objective × optimizer × attack × data split × quantity.
 * :func:`headline_table` — the README / report table: forget accuracy before and after each
   attack, per optimizer (rows ordered by grade), one objective.
 * :func:`claim_sentences` — 3–7 sentences generated from the numbers about the grade claim;
@@ -31,7 +31,17 @@ from ._claims import sentences as _sentences
 __all__ = ["summarize", "headline_table", "diagnostics_table", "claim_sentences", "write_report", "load_study",
            "markdown_summary", "print_summary", "render_block", "update_readme"]
 
-KEYS = ["objective", "optimizer", "grade", "attack", "attack_kind", "eval_split", "diag_bits", "metric"]
+#: what a summary row is about: one group of runs differing only in their seed (result columns of
+#: the tidy schema, :mod:`optigrade._tables`, plus the run's labels)
+KEYS = ["objective", "optimizer", "grade", "attack", "attack_kind", "data", "setting_bits", "quantity"]
+#: the names older study tables used (before the tidy schema), renamed on read
+_RENAMED = {"metric": "quantity", "eval_split": "data", "diag_bits": "setting_bits"}
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the columns of a study written before the tidy schema renamed to its names."""
+    old = {k: v for k, v in _RENAMED.items() if k in df and v not in df}
+    return df.rename(columns=old) if old else df
 
 
 def _tcrit(n: int) -> float:
@@ -48,13 +58,13 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     steps taken and the optimizer's ``family`` (when the results carry it).
 
     >>> s = summarize(_toy_results())
-    >>> x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["metric"] == "forget_acc")]
+    >>> x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["quantity"] == "forget_acc")]
     >>> x[["n", "mean", "n_capped", "family"]].to_dict("records")            # seeds 0.3 and 0.5
     [{'n': 2, 'mean': 0.4, 'n_capped': 0, 'family': 'first-order'}]
     >>> round(float(x["ci95"].iloc[0]), 4)                                   # t(0.975, 1)·sd/√2
     1.2706
     """
-    df = results.copy()
+    df = _tidy(results).copy()
     g = df.groupby(KEYS, dropna=False, sort=False)
     s = g["value"].agg(n="count", mean="mean", sd="std").reset_index()
     per_run = dict(n_capped=("stop_reason", lambda x: int((x != "target").sum())), steps_mean=("steps", "mean"))
@@ -71,8 +81,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_study(path):
-    """``(results, summary)`` of a study directory.  A summary written before summaries carried
-    the optimizer ``family`` is recomputed from the results (same numbers, one more column).
+    """``(results, summary)`` of a study directory.  Tables written before the tidy schema get
+    its column names (``metric`` → ``quantity``, ``eval_split`` → ``data``, ``diag_bits`` →
+    ``setting_bits``); a summary without the optimizer ``family`` is recomputed from the
+    results (same numbers, one more column).
 
     Raises:
         FileNotFoundError: no ``results.parquet`` in ``path`` (the message says how to make one).
@@ -89,8 +101,8 @@ def load_study(path):
     if not res_p.exists():
         raise FileNotFoundError(f"{str(p)!r} holds no results.parquet; run `optigrade study CONFIG --out {p}` "
                                 "(or `optigrade demo --out ...`) first")
-    res = pd.read_parquet(res_p)
-    summ = pd.read_parquet(sum_p) if sum_p.exists() else None
+    res = _tidy(pd.read_parquet(res_p))
+    summ = _tidy(pd.read_parquet(sum_p)) if sum_p.exists() else None
     if summ is None or ("family" in res and "family" not in summ):
         summ = summarize(res)
     return res, summ
@@ -114,7 +126,8 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
     1       mix   0.5    40  0.10 ± 0.00  0.20 ± 0.00
     2      adam     1    20  0.10 ± 0.64  0.40 ± 1.27
     """
-    s = summary[(summary["metric"] == metric) & (summary["eval_split"] != "weights")]
+    summary = _tidy(summary)
+    s = summary[(summary["quantity"] == metric) & (summary["data"] != "weights")]
     s = s[(s["objective"] == objective) | (s["optimizer"] == "original")]
     attacks = list(dict.fromkeys(s["attack"]))
     rows = []
@@ -131,7 +144,7 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
             row["steps"] = f"{first['steps_mean']:.0f}" + (f" ({cap}/{int(first['n'])} not matched)" if cap else "")
         for a in attacks:
             for split, col in (("all", a), ("forget-half-B", f"{a} (B)")):
-                x = so[(so["attack"] == a) & (so["eval_split"] == split)]
+                x = so[(so["attack"] == a) & (so["data"] == split)]
                 if len(x):
                     row[col] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
         rows.append(row)
@@ -143,17 +156,18 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
 def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd.DataFrame:
     """Rows: optimizers by grade; columns: update norms (global, relative, per block) and, per
     bit width b, the bin-crossing fraction and the share of the update kept (``@<b>b``), from
-    the ``eval_split == "weights"`` rows.  Empty when the study ran no diagnostics.
+    the ``data == "weights"`` rows.  Empty when the study ran no diagnostics.
 
     >>> diagnostics_table(summarize(_toy_results()), "npo").empty          # the toy has none
     True
     """
-    s = summary[(summary["eval_split"] == "weights") & (summary["objective"] == objective)]
+    summary = _tidy(summary)
+    s = summary[(summary["data"] == "weights") & (summary["objective"] == objective)]
     if s.empty:
         return pd.DataFrame()
     want = [("diag_update_norm", None), ("diag_update_norm_rel", None), ("diag_update_norm[attention]", None),
             ("diag_update_norm[mlp]", None), ("diag_update_norm[embeddings]", None)]
-    bits = sorted(b for b in s["diag_bits"].dropna().unique())
+    bits = sorted(b for b in s["setting_bits"].dropna().unique())
     for b in bits:
         want += [("diag_bin_crossing", b), ("diag_kept", b)]
     rows = []
@@ -161,7 +175,7 @@ def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) ->
         so = s[s["optimizer"] == opt]
         row = {"optimizer": opt}
         for m, b in want:
-            x = so[(so["metric"] == m) & ((so["diag_bits"] == b) if b is not None else so["diag_bits"].isna())]
+            x = so[(so["quantity"] == m) & ((so["setting_bits"] == b) if b is not None else so["setting_bits"].isna())]
             name = m.replace("diag_", "") + (f" @{int(b)}b" if b is not None else "")
             if len(x):
                 row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
@@ -218,7 +232,7 @@ def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None, mode
     - Before any attack retain accuracy is 0.80 for mix, 0.90 for adam and 0.50 for zo-sgd: utility is lower with mix, and a ZO row that reaches the target with low retain accuracy got there by damaging the model, not by selective forgetting.
     - What this does not show: it is a 430k-parameter Llama on synthetic facts with RTN fake-quantization and a few seeds, not MUSE/WMDP on 7B models with bitsandbytes, so it tests the mechanism, not the paper's numbers.
     """
-    return _sentences(summary, objective, model)
+    return _sentences(_tidy(summary), objective, model)
 
 
 # ----------------------------------------------------------------------------- report
@@ -304,7 +318,7 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
     from optigrade._files import atomic_write_text
 
     out = Path(out)
-    sections = _sections(results, summary, cfg, meta)
+    sections = _sections(_tidy(results), _tidy(summary), cfg, meta)
     mdp = out / "report.md"
     atomic_write_text(mdp, _markdown(sections))
     atomic_write_text(out / "report.html", _html(sections))
@@ -396,7 +410,8 @@ def _toy_results() -> pd.DataFrame:
                 run = dict(run_id=f"npo__{opt}__s{seed}", model="tiny", objective="npo", optimizer=opt, grade=grade,
                            family=family, seed=seed, lr=1e-3, step_cap=100, steps=steps, target=0.1,
                            stop_reason="target", unlearn_seconds=1.0, attack=attack,
-                           attack_kind="none" if attack == "none" else "quantize", eval_split="all",
-                           diag_bits=float("nan"))
-                rows += [{**run, "metric": "forget_acc", "value": acc}, {**run, "metric": "retain_acc", "value": retain}]
+                           attack_kind="none" if attack == "none" else "quantize", data="all",
+                           setting_bits=float("nan"))
+                rows += [{**run, "quantity": "forget_acc", "value": acc},
+                         {**run, "quantity": "retain_acc", "value": retain}]
     return pd.DataFrame(rows)
