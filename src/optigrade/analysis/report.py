@@ -356,7 +356,15 @@ README_START, README_END = "<!-- demo-table:start -->", "<!-- demo-table:end -->
 
 def render_block(run_dir) -> str:
     """The README's generated block for a finished study: the Markdown headline tables and the
-    claim sentences, with the command that regenerates it."""
+    claim sentences, with the command that regenerates it.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _toy_results().to_parquet(d / "results.parquet")
+    >>> block = render_block(d)
+    >>> block.startswith("**npo** — forget accuracy"), block.rstrip().endswith(f"readme_tables {d}`._")
+    (True, True)
+    """
     _, summary = load_study(run_dir)
     body = markdown_summary(summary)
     sentences = " ".join(claim_sentences(summary))

@@ -30,6 +30,13 @@ class AttackSpec(BaseModel):
     :class:`NoiseSpec`, :class:`GGUFSpec`) declare the fields; values are kept exactly as
     given (strict types, no coercion), so :meth:`resolved` and the run hashes derived from it
     do not depend on how a spec was built.
+
+    >>> from optigrade.analysis.attacks import QuantizeSpec
+    >>> s = QuantizeSpec(label="rtn8", bits=8)
+    >>> s.key, s.settings, s.to_dict()
+    ('rtn8', {'bits': 8}, {'kind': 'quantize', 'label': 'rtn8', 'bits': 8})
+    >>> s.resolved() == attack_spec(s.to_dict()).resolved()
+    True
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -35,9 +35,10 @@ def weight_noise(model, sigma: float, relative: bool = False, seed: int = 0,
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3))
     >>> torch.equal(weight_noise(net, 0.0)[0].weight, net[0].weight)
     True
+    >>> before = net[0].weight.detach().clone()
     >>> a, b = weight_noise(net, 0.1, seed=3), weight_noise(net, 0.1, seed=3)
-    >>> torch.equal(a[0].weight, b[0].weight), torch.equal(a[0].weight, net[0].weight)
-    (True, False)
+    >>> torch.equal(a[0].weight, b[0].weight), torch.equal(a[0].weight, before), torch.equal(net[0].weight, before)
+    (True, False, True)
     >>> weight_noise(net, -1.0)
     Traceback (most recent call last):
     ...
