@@ -28,6 +28,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/optigrade demo
 
+# the test suite and every docstring example (pyproject: testpaths tests + src/optigrade, --doctest-modules)
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
 

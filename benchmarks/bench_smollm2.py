@@ -4,7 +4,7 @@
     python benchmarks/bench_smollm2.py --readme                        # re-render from the saved results only
 
 The study is ``configs/smollm2.yaml`` run by the study engine (the same run as ``optigrade demo
---model smollm2``, resumable in ``runs/smollm2``): on :class:`unlearning.smollm2.RealFacts`
+--model smollm2``, resumable in ``runs/smollm2``): on :class:`optigrade.unlearning.benchmarks.RealFacts`
 (facts SmolLM2-135M-Instruct verifiably knows) each optimizer unlearns the same forget set to
 a forget-match target (matched forgetting; a run stopped by its step cap or by the retain guard
 is reported as such), then is attacked: re-quantized to the source file's GGUF types
@@ -74,11 +74,11 @@ def compact(results, cfg, seconds: float) -> dict:
         first = df.iloc[0]
         m: Dict[str, Dict[str, float]] = {}
         for r in df.itertuples(index=False):
-            if r.eval_split == "weights":
-                key = "weights" if r.diag_bits != r.diag_bits else f"weights@{int(r.diag_bits)}"
+            if r.data == "weights":
+                key = "weights" if r.setting_bits != r.setting_bits else f"weights@{int(r.setting_bits)}"
             else:
-                key = r.attack + (" (B)" if r.eval_split == "forget-half-B" else "")
-            m.setdefault(key, {})[r.metric] = float(r.value)
+                key = r.attack + (" (B)" if r.data == "forget-half-B" else "")
+            m.setdefault(key, {})[r.quantity] = float(r.value)
         runs.append({"run_id": rid, "optimizer": first["optimizer"], "name": first["optimizer_name"],
                      "grade": None if first["grade"] != first["grade"] else float(first["grade"]),
                      "objective": first["objective"], "seed": int(first["seed"]),

@@ -20,32 +20,51 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ._validate import ConfigError, ModelLoadError
+from .unlearning.config import DEVICES, DTYPES, Setup, UnlearnConfig
+
 __all__ = ["main", "build_parser"]
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from optigrade.unlearning.run import UnlearnConfig
+#: dict-valued config fields and their repeatable KEY=VALUE flags
+_KV_FLAGS = {"benchmark_kwargs": ("--bench-arg", "n_forget=8"), "optimizer_kwargs": ("--opt-arg", "mu=1e-3"),
+             "objective_kwargs": ("--objective-arg", "beta=0.1")}
 
-    d = UnlearnConfig()
-    p.add_argument("--objective", default=d.objective, help="ga | graddiff | npo | simnpo | wga")
-    p.add_argument("--optimizer", default=d.optimizer, help="a registered name (see `optigrade optimizers`)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--steps", type=int, default=d.steps, help="step budget (a cap when --target is set)")
-    p.add_argument("--target", type=float, default=d.target,
-                   help="stop when forget accuracy <= target (matched forgetting); -1 disables")
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--model", default=d.model, help="'tiny' (pretrained, cached), a named model or a checkpoint dir")
-    p.add_argument("--benchmark", default=d.benchmark)
-    p.add_argument("--forget-fraction", type=float, default=d.forget_fraction)
-    p.add_argument("--params", default=None, help="regex of parameter names to update (default: all)")
-    p.add_argument("--retain-floor", type=float, default=None,
-                   help="stop (stop_reason 'retain-guard') when retain accuracy falls below this at a check")
-    p.add_argument("--bench-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra benchmark argument (repeatable), e.g. --bench-arg n_forget=8")
-    p.add_argument("--opt-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra optimizer hyperparameter (repeatable), e.g. --opt-arg mu=1e-3")
+
+def _add_config_args(p: argparse.ArgumentParser, model, only=None) -> None:
+    """One flag per field of the pydantic config ``model`` (``--field-name``; dict fields as
+    repeatable ``KEY=VALUE`` flags).  Flags not given keep the config's default."""
+    for name, f in model.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        meaning = f.description or ""
+        if name in _KV_FLAGS:
+            flag, ex = _KV_FLAGS[name]
+            p.add_argument(flag, dest=name, action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS,
+                           help=f"{meaning} (repeatable), e.g. {flag} {ex}")
+            continue
+        ann = f.annotation
+        base = next((a for a in (int, float, str) if ann is a or a in getattr(ann, "__args__", ())), str)
+        kind = _optional(base) if type(None) in getattr(ann, "__args__", ()) else base
+        default = "" if f.default is None else f" (default: {f.default})"
+        extra = {"choices": list(DTYPES)} if name == "dtype" else {}
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=argparse.SUPPRESS,
+                       help=f"{meaning}{default}", **extra)
+
+
+def _optional(cast):
+    def parse(v: str):
+        if v.lower() in ("none", "null"):
+            return None
+        return cast(v)
+    parse.__name__ = cast.__name__
+    return parse
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help=f"where the model runs: {', '.join(DEVICES)} (default: the "
+                   "config's, cpu)")
+    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="the model's dtype (default: the checkpoint's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("unlearn", help="unlearn the forget set with one objective × optimizer")
-    _add_run_args(p)
+    _add_config_args(p, UnlearnConfig)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
@@ -64,11 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where tables and the report go (default: runs/demo or runs/smollm2)")
     p.add_argument("--quick", action="store_true", help="fewer optimizers, one seed (smoke test)")
     p.add_argument("--overwrite", action="store_true")
+    _add_device_args(p)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on the synthetic benchmark")
     p.add_argument("checkpoint")
     p.add_argument("--benchmark", default=None,
                    help="default: the one in the checkpoint's manifest.json, else synthetic")
+    _add_device_args(p)
 
     sub.add_parser("optimizers", help="list registered optimizers with their grade")
 
@@ -79,11 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="discard earlier runs in --out")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads during the study (default: the config's `threads`, 1 if unset)")
+    _add_device_args(p)
 
     p = sub.add_parser("report", help="print the summary of a finished study directory")
     p.add_argument("dir")
     p.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     p.add_argument("--objective", default=None, help="only this objective")
+    p.add_argument("--readme", default=None, metavar="README.md",
+                   help="replace the generated demo block of this README with the study's tables and sentences")
+    p.add_argument("--check", action="store_true", help="with --readme: exit 1 if the block is out of date")
     return ap
 
 
@@ -95,34 +120,39 @@ def _parse_value(v: str):
             pass
     if v.lower() in ("true", "false"):
         return v.lower() == "true"
+    if v.lower() in ("none", "null"):
+        return None
     return v
 
 
-def _config_from_args(a):
-    from optigrade.unlearning.run import UnlearnConfig, ConfigError
+def _pairs(items, flag: str, example: str) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} {example}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v.strip())
+    return out
 
-    def pairs(items, flag, example):
-        out = {}
-        for item in items:
-            if "=" not in item:
-                raise ConfigError(f"{flag} {item!r} must look like KEY=VALUE, e.g. {flag} {example}")
-            k, v = item.split("=", 1)
-            out[k] = _parse_value(v)
-        return out
 
-    kw = pairs(a.opt_arg, "--opt-arg", "mu=1e-3")
-    bkw = pairs(a.bench_arg, "--bench-arg", "n_forget=8")
-    return UnlearnConfig(objective=a.objective, optimizer=a.optimizer, lr=a.lr, steps=a.steps,
-                         target=None if a.target is not None and a.target < 0 else a.target,
-                         eval_every=a.eval_every, batch_size=a.batch_size, seed=a.seed, model=a.model,
-                         benchmark=a.benchmark, forget_fraction=a.forget_fraction, params=a.params,
-                         retain_floor=a.retain_floor, benchmark_kwargs=bkw, optimizer_kwargs=kw)
+def _config_from_args(a) -> UnlearnConfig:
+    d = {k: v for k, v in vars(a).items() if k in UnlearnConfig.model_fields}
+    for name, (flag, ex) in _KV_FLAGS.items():
+        if name in d:
+            d[name] = _pairs(d[name], flag, ex)
+    if isinstance(d.get("target"), float) and d["target"] < 0:  # --target -1 disables the target
+        d["target"] = None
+    return UnlearnConfig(**d)
+
+
+def _device_over(a) -> dict:
+    return {k: getattr(a, k) for k in ("device", "dtype") if getattr(a, k, None) is not None}
 
 
 def _cmd_unlearn(a) -> int:
     from optigrade.unlearning.run import run_unlearn
 
-    cfg = _config_from_args(a).validate()
+    cfg = _config_from_args(a)
     res = run_unlearn(cfg, out=a.out, overwrite=a.overwrite)
     print(json.dumps({"out": a.out, "steps": res.steps, "stop_reason": res.stop_reason,
                       "metrics_before": res.metrics_before, "metrics_after": res.metrics}, indent=2))
@@ -131,20 +161,18 @@ def _cmd_unlearn(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     from optigrade.unlearning.models import load
-    from optigrade.unlearning.run import BENCHMARKS, ConfigError, UnlearnConfig, build_benchmark
+    from optigrade.unlearning.run import build_benchmark
 
     path = Path(a.checkpoint)
-    if a.benchmark is not None and a.benchmark not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {a.benchmark!r}; choose one of {sorted(BENCHMARKS)}")
-    model = load(path)
+    setup = {}
     manifest = path / "manifest.json"
-    cfg = UnlearnConfig(benchmark=a.benchmark or "synthetic")
     if manifest.exists():  # the benchmark the checkpoint was unlearned on, with its settings
         c = json.loads(manifest.read_text()).get("config", {})
-        keep = ("benchmark", "n_entities", "forget_fraction", "benchmark_kwargs")
-        cfg = UnlearnConfig.from_dict({k: c[k] for k in keep if k in c})
-        if a.benchmark is not None:
-            cfg.benchmark = a.benchmark
+        setup = {k: c[k] for k in ("benchmark", "n_entities", "forget_fraction", "benchmark_kwargs") if k in c}  # n_entities: manifests before 0.2
+    if a.benchmark is not None:
+        setup["benchmark"] = a.benchmark
+    cfg = Setup(**setup, **_device_over(a))
+    model, _ = load(path, device=cfg.device, dtype=cfg.dtype)
     bench = build_benchmark(cfg)
     print(json.dumps(bench.evaluate(model), indent=2))
     return 0
@@ -164,34 +192,40 @@ def _cmd_optimizers(a) -> int:
 def _cmd_demo(a) -> int:
     from .demo import run_demo
 
-    run_demo(out=a.out, quick=a.quick, overwrite=a.overwrite, model=a.model)
+    run_demo(out=a.out, quick=a.quick, overwrite=a.overwrite, model=a.model, **_device_over(a))
     return 0
 
 
 def _cmd_study(a) -> int:
     from .analysis.config import load_config
-    from .analysis.report import claim_sentences, markdown_summary
+    from .analysis.report import print_summary
     from .analysis.study import run_study
-    from optigrade.unlearning.run import ConfigError
 
     cfg = load_config(a.config)
+    for k, v in _device_over(a).items():
+        setattr(cfg, k, v)
     if a.threads is not None and a.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {a.threads}")
     out = a.out or f"runs/{cfg.name}"
     kw = {} if a.threads is None else {"threads": a.threads}
     res = run_study(cfg, out, resume=a.resume, overwrite=a.overwrite, **kw)
-    print(markdown_summary(res.summary))
-    for s in claim_sentences(res.summary, model=cfg.model):
-        print("-", s)
-    print(f"\n{len(res.computed)} run(s) computed, {len(res.skipped)} reused, {res.seconds:.0f} s; "
-          f"{len(res.capped)} not at matched forgetting (step cap / retain guard); results under {out}")
+    print_summary(res, cfg)
     return 0
 
 
 def _cmd_report(a) -> int:
-    from .analysis.report import claim_sentences, load_study, markdown_summary
-    from optigrade.unlearning.run import ConfigError
+    from .analysis.report import claim_sentences, load_study, markdown_summary, update_readme
 
+    if a.readme is not None:
+        try:
+            changed = update_readme(a.dir, a.readme, check=a.check)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(str(e)) from None
+        if a.check:
+            print(f"{a.readme}: {'out of date' if changed else 'up to date'} with {a.dir}")
+            return 1 if changed else 0
+        print(f"{a.readme}: {'updated' if changed else 'already up to date'} from {a.dir}")
+        return 0
     try:
         results, summary = load_study(a.dir)
     except FileNotFoundError as e:
@@ -207,9 +241,6 @@ def _cmd_report(a) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from optigrade.unlearning.models import ModelLoadError
-    from optigrade.unlearning.run import ConfigError
-
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
                "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report}[args.cmd]

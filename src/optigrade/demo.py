@@ -42,20 +42,20 @@ def demo_config(quick: bool = False, model: str = "tiny"):
 
 
 def run_demo(out=None, quick: bool = False, overwrite: bool = False, progress: bool = True,
-             resume: bool = True, base=None, benchmark=None, model: str = "tiny"):
+             resume: bool = True, base=None, benchmark=None, model: str = "tiny", device=None, dtype=None):
     """Run the demo study into ``out`` (default ``runs/demo`` / ``runs/smollm2``; finished runs
-    with the same settings are reused unless ``overwrite``); prints the headline tables and
-    returns the :class:`StudyResult`."""
-    from .analysis.report import claim_sentences, markdown_summary
+    with the same settings are reused unless ``overwrite``) on ``device`` / ``dtype`` (default:
+    the config's, cpu); prints the headline tables and returns the :class:`StudyResult`."""
+    from .analysis.report import print_summary
     from .analysis.study import run_study
 
     cfg = demo_config(quick, model)
+    if device is not None:
+        cfg.device = device
+    if dtype is not None:
+        cfg.dtype = dtype
     out = out or ("runs/demo" if model == "tiny" else "runs/smollm2") + ("-quick" if quick else "")
     res = run_study(cfg, out, resume=resume and not overwrite, overwrite=overwrite, progress=progress,
                     base=base, benchmark=benchmark)
-    print(markdown_summary(res.summary))
-    for s in claim_sentences(res.summary, model=cfg.model):
-        print("-", s)
-    print(f"\n{len(res.computed)} run(s) computed, {len(res.skipped)} reused, {res.seconds:.0f} s; "
-          f"tables and report under {Path(out)}")
+    print_summary(res, cfg)
     return res

@@ -43,7 +43,7 @@ def small_study_dict(**over):
         "seeds": [0],
         "target": 0.0,
         "eval_every": 2,
-        "n_entities": 40,
+        "benchmark_kwargs": {"n_entities": 40},
         "eval_retain": 20,
         "eval_general": 10,
         "optimizers": [{"name": "adam", "lr": 1.0e-3, "steps": 2}],

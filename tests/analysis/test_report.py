@@ -104,8 +104,11 @@ def test_update_readme_check_mode(tmp_path):
     assert update_readme(tmp_path, readme) and not update_readme(tmp_path, readme)
     text = readme.read_text()
     assert text.startswith("a\n<!-- demo-table:start -->\n**npo**") and text.endswith("<!-- demo-table:end -->\nb\n")
-    from optigrade.analysis import readme_tables
+    from optigrade.cli import main
 
-    assert readme_tables.main([str(tmp_path), "--readme", str(readme), "--check"]) == 0
+    assert main(["report", str(tmp_path), "--readme", str(readme), "--check"]) == 0
+    readme.write_text(readme.read_text().replace("**npo**", "**stale**"))
+    assert main(["report", str(tmp_path), "--readme", str(readme), "--check"]) == 1
+    assert main(["report", str(tmp_path), "--readme", str(readme)]) == 0
     readme.write_text("no markers\n")
-    assert readme_tables.main([str(tmp_path), "--readme", str(readme)]) == 2
+    assert main(["report", str(tmp_path), "--readme", str(readme)]) == 2

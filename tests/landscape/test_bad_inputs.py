@@ -6,7 +6,7 @@ import torch
 from optigrade import landscape as ls
 from optigrade.landscape import Probe
 
-from conftest import MLP, mlp_batches, mlp_loss
+from .conftest import MLP, mlp_batches, mlp_loss
 
 
 def _probe():

@@ -8,7 +8,7 @@ from scipy.stats import norm
 from optigrade import landscape as ls
 from optigrade.landscape.certify import bernstein_upper, hoeffding_upper
 
-from conftest import MLP, mlp_batches, mlp_loss
+from .conftest import MLP, mlp_batches, mlp_loss
 
 
 def test_worked_example():

@@ -7,7 +7,7 @@ import torch
 from optigrade import landscape as ls
 from optigrade.landscape import Probe
 
-from conftest import MLP, lm_batches, mlp_batches, mlp_loss, tiny_llama
+from .conftest import MLP, lm_batches, mlp_batches, mlp_loss, tiny_llama
 
 
 def test_token_weighted_loss_matches_hand_computation(llama_case):

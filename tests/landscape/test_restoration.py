@@ -7,7 +7,7 @@ import torch
 from optigrade import landscape as ls
 from optigrade.landscape import Probe
 
-from conftest import lm_batches, tiny_llama
+from .conftest import lm_batches, tiny_llama
 
 
 def test_every_function_restores_every_parameter_bit_for_bit():

@@ -8,7 +8,7 @@ from optigrade import landscape as ls
 from optigrade.landscape import Probe
 from optigrade.landscape.slices import _flat_of
 
-from conftest import MLP, lm_batches, mlp_batches, mlp_loss, tiny_llama
+from .conftest import MLP, lm_batches, mlp_batches, mlp_loss, tiny_llama
 
 
 class Conv1D(torch.nn.Module):  # same name and [in, out] layout as transformers' GPT-2 Conv1D

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from optigrade import optimizers
-from conftest import Quadratic, TinyLM
+from .conftest import Quadratic, TinyLM
 
 NAMES = [i.name for i in optimizers.available(gru=True)]
 

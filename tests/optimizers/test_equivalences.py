@@ -7,7 +7,7 @@ from optigrade import optimizers
 from optigrade.optimizers import (HybridFOZO, SignAdam, SignSGD, Signum, hutchinson_diagonal, hybrid_steps,
                         quantize_direction)
 from optigrade.optimizers import transforms as T
-from conftest import Quadratic, TinyLM
+from .conftest import Quadratic, TinyLM
 
 
 def _cos(a, b):

@@ -6,7 +6,7 @@ import torch
 from optigrade import optimizers
 from optigrade.optimizers import measure_drift, perturbed, zo_estimate
 from optigrade._directions import mix_seed
-from conftest import TinyLM
+from .conftest import TinyLM
 
 
 def _snap(params):

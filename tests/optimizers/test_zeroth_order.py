@@ -8,7 +8,7 @@ import torch
 from optigrade import optimizers
 from optigrade.optimizers import ZOSGD, ForwardGrad, directional_derivative
 from optigrade._directions import direction_tensor, mix_seed
-from conftest import Quadratic, TinyLM
+from .conftest import Quadratic, TinyLM
 
 
 def _cos(a, b):

@@ -27,14 +27,14 @@ def test_quick_smollm2_study(smollm2, facts, tmp_path, snapshot_weights):
     res = run_study(cfg, tmp_path, progress=False, base=model, benchmark=facts)
     r = res.results
     assert set(r["attack"]) == {"none", "gguf", "relearn-half"}
-    ref = r[(r["run_id"] == "reference") & (r["metric"] == "forget_acc") & (r["eval_split"] == "all")]
+    ref = r[(r["run_id"] == "reference") & (r["quantity"] == "forget_acc") & (r["data"] == "all")]
     # re-exporting the unmodified model to its source types is bit-exact: every fact still answered
     assert set(ref["value"]) == {1.0}
     run = r[r["run_id"] != "reference"]
     assert set(run["stop_reason"]) <= {"target", "budget", "retain-guard"}
-    none = run[(run["attack"] == "none") & (run["eval_split"] == "all")].set_index("metric")["value"]
+    none = run[(run["attack"] == "none") & (run["data"] == "all")].set_index("quantity")["value"]
     assert none["forget_acc"] < 1.0, "4-6 Adam steps at lr 2e-5 must forget something"
-    bc = float(run[run["metric"] == "diag_gguf_bin_crossing"]["value"].iloc[0])
+    bc = float(run[run["quantity"] == "diag_gguf_bin_crossing"]["value"].iloc[0])
     assert 0.0 < bc < 1.0
     checks = json.loads(run["checks"].iloc[0])
     assert checks and checks[-1][0] == int(run["steps"].iloc[0])

@@ -78,7 +78,7 @@ def test_nothing_half_written_on_failure(bench, pretrained, tmp_path, monkeypatc
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    for mod in (run_mod, loop_mod):  # whichever writes the manifest (run.save_checkpoint or UnlearnResult)
+    for mod in (run_mod, loop_mod):  # UnlearnResult.save_pretrained (loop) writes the manifest
         monkeypatch.setattr(mod, "atomic_write_json", boom, raising=False)
     cfg = UnlearnConfig(steps=2, target=None, eval_every=2)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -6,15 +6,17 @@ reports and the ``optigrade`` CLI.
     >>> res = run_study(load_config("configs/demo.yaml"), "runs/demo")  # doctest: +SKIP
 """
 
-from .attacks import forget_halves, half_view, quantize_rtn, quantize_tensor, relearn, weight_noise
-from .config import AttackSpec, DiagnosticsSpec, OptimizerSpec, StudyConfig, load_config
+from .attacks import (ATTACKS, AttackSpec, apply_attack, attack_spec, forget_halves, half_view, quantize_rtn,
+                      relearn, rtn_quantize, weight_noise)
+from .config import DiagnosticsSpec, ObjectiveSpec, OptimizerSpec, StudyConfig, load_config
 from .diagnostics import bin_crossing, diagnose, update_norms
 from .report import claim_sentences, load_study, markdown_summary, summarize
 from .study import StudyResult, run_study
 
 __all__ = [
-    "quantize_rtn", "quantize_tensor", "relearn", "weight_noise", "forget_halves", "half_view",
+    "ATTACKS", "attack_spec", "apply_attack",
+    "quantize_rtn", "rtn_quantize", "relearn", "weight_noise", "forget_halves", "half_view",
     "update_norms", "bin_crossing", "diagnose",
-    "StudyConfig", "OptimizerSpec", "AttackSpec", "DiagnosticsSpec", "load_config",
+    "StudyConfig", "OptimizerSpec", "ObjectiveSpec", "AttackSpec", "DiagnosticsSpec", "load_config",
     "run_study", "StudyResult", "summarize", "markdown_summary", "claim_sentences", "load_study",
 ]

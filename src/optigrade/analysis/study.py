@@ -7,13 +7,14 @@ For every objective × optimizer × seed, :func:`run_study`
    (``"budget"``: reported, the run is then *not* at matched forgetting);
 2. evaluates it before any attack (attack ``"none"``) and after each attack
    (:mod:`analysis.attacks`; relearning with ``protocol="half"`` is measured on the held-out
-   half B of the forget entities, ``eval_split="forget-half-B"``);
+   half B of the forget entities, ``data="forget-half-B"``);
 3. computes the mechanism diagnostics (:mod:`analysis.diagnostics`) against the base model;
 4. writes the run's tidy rows atomically to ``OUT/runs/<run_id>.parquet``.
 
 Finished runs are skipped on ``resume`` when their stored config hash matches.  At the end the
 per-run files are gathered into ``OUT/results.{parquet,csv}`` (one row per run × attack ×
-metric, every setting a column), ``OUT/summary.{parquet,csv}`` (mean and 95% t-interval over
+quantity in the one tidy schema of :mod:`optigrade._tables`: ``subject``, ``data``,
+``quantity``, ``value``, ..., every setting a column), ``OUT/summary.{parquet,csv}`` (mean and 95% t-interval over
 seeds) and the report ``OUT/report.{md,html}``.
 
 Deterministic per seed: data order, ZO directions (the optimizer's ``seed``), relearning and
@@ -25,30 +26,30 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
-import os
 import re
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pandas as pd
 import torch
 
-from optigrade.unlearning.run import ConfigError
+from .._files import atomic_write_json, atomic_write_parquet, atomic_write_text, model_fingerprint
+from .._tables import HEAD_COLUMNS, SETTING_PREFIX
+from .._validate import ConfigError
+from .. import optimizers
 
-from .attacks import forget_halves, half_view, quantize_rtn, relearn, weight_noise
-from .gguf import bin_crossing_gguf, requantize_gguf
-from .config import AttackSpec, OptimizerSpec, StudyConfig
+from ..unlearning.config import Setup
+from .attacks import AttackSpec, apply_attack, bin_crossing_gguf, forget_halves, half_view
+from .config import OptimizerSpec, StudyConfig
 from .diagnostics import diagnose
 
 __all__ = ["run_study", "StudyResult", "EvalBudget", "run_id", "ATTACK_COLUMNS"]
 
-VERSION = 1
+VERSION = 2  # 2: pydantic configs (Setup fields, objective settings) in the hash
 ATTACK_COLUMNS = ["bits", "group_size", "symmetric", "steps", "lr", "protocol", "n_samples", "batch_size",
                   "sigma", "relative", "types"]
 
@@ -88,7 +89,7 @@ class EvalBudget:
         splits = splits if splits is not None else [s for s in (self._splits or list(self._bench.splits))
                                                     if s in self._bench.splits]
         lim = {**self._limit, **(limit or {})}
-        key = (_fingerprint(model), tuple(splits), bool(general), tuple(sorted(lim.items())))
+        key = (model_fingerprint(model), tuple(splits), bool(general), tuple(sorted(lim.items())))
         if key not in self._cache:
             if len(self._cache) > 8:
                 self._cache.clear()
@@ -97,71 +98,29 @@ class EvalBudget:
         return dict(self._cache[key])
 
 
-def _fingerprint(model) -> str:
-    h = hashlib.sha1()
-    for n, p in model.named_parameters():
-        h.update(n.encode())
-        h.update(p.detach().cpu().contiguous().view(-1).numpy().tobytes())
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- helpers
-def run_id(objective: str, opt: OptimizerSpec, seed: int) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{objective}__{opt.key}__s{seed}")
+_ORIGINAL = OptimizerSpec(name="adam", label="original", lr=1.0)  # the reference row's stand-in entry
+
+def run_id(objective, opt: OptimizerSpec, seed: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{_objective_key(objective)}__{opt.key}__s{seed}")
 
 
-def _run_hash(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int) -> str:
+def _objective_key(objective) -> str:
+    return objective if isinstance(objective, str) else objective.key
+
+
+#: StudyConfig fields that change what a run computes (beyond its optimizer, objective, seed)
+_SHARED = (*Setup.model_fields, "eval_retain", "eval_general", "eval_splits", "attacks", "diagnostics")
+
+
+def _run_hash(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int) -> str:
     d = cfg.to_dict()
-    shared = {k: d[k] for k in ("target", "metric", "eval_every", "batch_size", "model", "benchmark",
-                                "n_entities", "forget_fraction", "eval_retain", "eval_general",
-                                "eval_splits", "attacks", "diagnostics", "benchmark_kwargs", "retain_floor")}
-    blob = json.dumps({"v": VERSION, "shared": shared, "objective": objective,
-                       "opt": {**asdict(opt), "label": opt.key},
+    shared = {k: d[k] for k in _SHARED}
+    obj = objective if isinstance(objective, str) else objective.to_yaml()
+    blob = json.dumps({"v": VERSION, "shared": shared, "objective": obj,
+                       "opt": {**opt.to_dict(), "label": opt.key},
                        "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _optimizer_kwargs(name: str, kw: dict, seed: int) -> dict:
-    """The user's kwargs plus ``seed`` for optimizers that draw random numbers (ZO
-    directions, Hutchinson probes), so every seed of the study is a different, reproducible
-    draw.  A ``seed`` given in the config wins."""
-    from optigrade.optimizers.registry import _REGISTRY
-
-    kw = copy.deepcopy(kw)
-    base = name[: -len("+gru")] if name.endswith("+gru") else name
-    entry = _REGISTRY.get(base)
-    if entry is None:
-        return kw
-    names = set()
-    for c in entry.cls.__mro__:
-        if "__init__" in c.__dict__ and c is not object:
-            names |= set(inspect.signature(c.__init__).parameters)
-    if "seed" in names:
-        kw.setdefault("seed", seed)
-    elif "zo_hparams" in names:
-        zo = dict(kw.get("zo_hparams") or {})
-        zo.setdefault("seed", seed)
-        kw["zo_hparams"] = zo
-    return kw
-
-
-def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _grades() -> Dict[str, tuple]:
-    from optigrade import optimizers
-
-    return {i.name: (i.grade, i.family) for i in optimizers.available(gru=True)}
 
 
 def _attack_columns(a: Optional[AttackSpec]) -> dict:
@@ -174,23 +133,43 @@ def _attack_columns(a: Optional[AttackSpec]) -> dict:
     return cols
 
 
-def _metric_rows(common: dict, metrics: dict, eval_split: str, diag_bits=float("nan")) -> List[dict]:
-    return [{**common, "eval_split": eval_split, "diag_bits": diag_bits, "metric": k, "value": float(v)}
-            for k, v in metrics.items()]
+def _unit(quantity: str) -> str:
+    if quantity.endswith("_acc"):
+        return "fraction"
+    if quantity.endswith("_nll"):
+        return "nats/token"
+    return ""
 
 
-def apply_attack(a: AttackSpec, model, benchmark, seed: int):
-    s = dict(a.settings)
-    if a.kind == "quantize":
-        return quantize_rtn(model, **s)
-    if a.kind == "noise":
-        return weight_noise(model, seed=seed, **s)
-    if a.kind == "gguf":
-        return requantize_gguf(model, **s)
-    return relearn(model, benchmark, seed=seed, **s)
+def _metric_rows(common: dict, metrics: dict, data: str, subject: str) -> List[dict]:
+    """Rows of the one tidy schema (:mod:`optigrade._tables`): the run's context columns, then
+    ``subject`` ("original" | "unlearned" | "attacked:<label>"), ``data`` (the split scored:
+    "all" = every evaluation split, "forget-half-B", "weights"), ``quantity``, ``value``..."""
+    return [{**common, "subject": subject, "data": data, "quantity": k, "index": 0, "value": float(v),
+             "std_error": float("nan"), "std_error_kind": "", "unit": _unit(k)} for k, v in metrics.items()]
 
 
-def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: dict, progress: bool) -> List[dict]:
+def _frame(rows: List[dict]) -> pd.DataFrame:
+    """The schema's head columns first (run_id, subject, data, quantity, ...), then the run's
+    context, then ``setting_*``."""
+    df = pd.DataFrame(rows)
+    head = [c for c in HEAD_COLUMNS if c in df]
+    settings = sorted(c for c in df if c.startswith(SETTING_PREFIX))
+    if "setting_bits" not in df:
+        df["setting_bits"] = float("nan")
+        settings = sorted(settings + ["setting_bits"])
+    for c in settings:  # mixed columns (e.g. symmetric: only on diagnostic rows) keep None, as parquet reads them
+        if df[c].dtype == object:
+            df[c] = df[c].where(df[c].notna(), None)
+    return df[head + [c for c in df if c not in head and c not in settings] + settings]
+
+
+def _subject(a: Optional[AttackSpec], unlearned: bool) -> str:
+    return f"attacked:{a.key}" if a is not None else ("unlearned" if unlearned else "original")
+
+
+def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: dict, progress: bool,
+                unlearned: bool = True) -> List[dict]:
     """Rows for attack "none" and every attack of ``cfg`` on ``model`` (not modified)."""
     from tqdm.auto import tqdm
 
@@ -199,25 +178,28 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
     if any(a.kind == "relearn" and a.resolved()["protocol"] == "half" for a in cfg.attacks):
         _, b = forget_halves(bench, seed)
         half_b = bench.with_forget_groups(b)
-    rows += _metric_rows({**common, **_attack_columns(None)}, bench.evaluate(model), "all")
+    none = _subject(None, unlearned)
+    rows += _metric_rows({**common, **_attack_columns(None)}, bench.evaluate(model), "all", none)
     if half_b is not None:
         m = half_b.evaluate(model, splits=[s for s in ("forget", "forget_para") if s in bench.splits], general=False)
-        rows += _metric_rows({**common, **_attack_columns(None)}, m, "forget-half-B")
+        rows += _metric_rows({**common, **_attack_columns(None)}, m, "forget-half-B", none)
     for a in tqdm(cfg.attacks, desc="attacks", disable=not progress, leave=False):
         attacked = apply_attack(a, model, bench, seed)
         half = a.kind == "relearn" and a.resolved()["protocol"] == "half"
         m = (half_b if half else bench).evaluate(attacked)
-        rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all")
+        rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all",
+                             _subject(a, unlearned))
         del attacked
     return rows
 
 
 # ----------------------------------------------------------------------------- one run
-def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
+def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
              progress: bool) -> pd.DataFrame:
     t0 = time.perf_counter()
-    grade, family = _grades().get(opt.name, (float("nan"), ""))
-    kw = _optimizer_kwargs(opt.name, opt.optimizer_kwargs, seed)
+    info = optimizers.info(opt.name)
+    grade, family = info.grade, info.family
+    kw = optimizers.with_seed(opt.name, opt.optimizer_kwargs, seed)  # each seed: its own ZO / Hutchinson draws
     ucfg = cfg.unlearn_config(objective, opt, seed, optimizer_kwargs=kw)
     model = copy.deepcopy(base)
     res = _unlearn(ucfg, bench, model, False)
@@ -226,7 +208,7 @@ def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, ba
     log = res.log
     checks = log.dropna(subset=["forget_acc"]) if "forget_acc" in log else log.iloc[:0]
     common = {"run_id": run_id(objective, opt, seed), "config_hash": _run_hash(cfg, objective, opt, seed),
-              "study": cfg.name, "model": cfg.model, "objective": objective, "optimizer": opt.key, "optimizer_name": opt.name,
+              "study": cfg.name, "model": cfg.model, "objective": _objective_key(objective), "optimizer": opt.key, "optimizer_name": opt.name,
               "grade": float(grade), "family": family, "seed": int(seed), "lr": float(opt.lr),
               "optimizer_kwargs": json.dumps(kw, sort_keys=True, default=str), "step_cap": int(opt.steps),
               "eval_every": int(ucfg.eval_every), "target": float(cfg.target), "steps": int(res.steps),
@@ -241,15 +223,15 @@ def _one_run(cfg: StudyConfig, objective: str, opt: OptimizerSpec, seed: int, ba
               "unlearn_seconds": float(res.seconds)}
     rows = _attack_all(cfg, model, bench, seed, common, False)
     if cfg.diagnostics.enabled:
-        d = diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size, cfg.diagnostics.symmetric)
-        for r in d.itertuples(index=False):
-            rows += _metric_rows({**common, **_attack_columns(None)}, {r.metric: r.value}, "weights", r.bits)
+        d = diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size, cfg.diagnostics.symmetric,
+                     run_id=common["run_id"], subject="unlearned")
+        ctx = {**common, **_attack_columns(None)}
+        rows += [{**ctx, **r} for r in d.to_dict("records")]
         if cfg.diagnostics.gguf and getattr(base, "gguf_types", None) is not None:
             bc = bin_crossing_gguf(base, model)
-            rows += _metric_rows({**common, **_attack_columns(None)},
-                                 {"diag_gguf_bin_crossing": bc.fraction, "diag_changed_any": bc.changed_any},
-                                 "weights")
-    df = pd.DataFrame(rows)
+            rows += _metric_rows(ctx, {"diag_gguf_bin_crossing": bc.fraction, "diag_changed_any": bc.changed_any},
+                                 "weights", "unlearned")
+    df = _frame(rows)
     df["run_seconds"] = time.perf_counter() - t0  # unlearning + attacks + diagnostics (not reproducible)
     return df
 
@@ -265,14 +247,14 @@ def _unlearn(ucfg, bench, model, progress):
 
 def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -> pd.DataFrame:
     seed = cfg.seeds[0]
-    common = {"run_id": "reference", "config_hash": _run_hash(cfg, "none", OptimizerSpec("original", 1.0), seed),
+    common = {"run_id": "reference", "config_hash": _run_hash(cfg, "none", _ORIGINAL, seed),
               "study": cfg.name, "model": cfg.model, "objective": "none", "optimizer": "original", "optimizer_name": "original",
               "grade": float("nan"), "family": "", "seed": int(seed), "lr": float("nan"),
               "optimizer_kwargs": "{}", "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
               "stop_reason": "none", "reached_target": False, "params": "", "retain_floor": float("nan"),
               "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0}
     t0 = time.perf_counter()
-    df = pd.DataFrame(_attack_all(cfg, base, bench, seed, common, progress))
+    df = _frame(_attack_all(cfg, base, bench, seed, common, progress, unlearned=False))
     df["run_seconds"] = time.perf_counter() - t0
     return df
 
@@ -292,12 +274,9 @@ class StudyResult:
 def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):
     """Validate ``cfg`` (names, ranges, then group sizes against the model) and build the
     benchmark and base model.  Raises :class:`ConfigError` before any run starts."""
-    from optigrade.unlearning.run import UnlearnConfig, build
+    from optigrade.unlearning.run import build
 
-    cfg.validate()
-    ucfg = UnlearnConfig(model=cfg.model, benchmark=cfg.benchmark, n_entities=cfg.n_entities,
-                         forget_fraction=cfg.forget_fraction, benchmark_kwargs=dict(cfg.benchmark_kwargs))
-    bench, base = build(ucfg, progress, benchmark, base)  # ConfigError for a split too large, a missing package
+    bench, base = build(cfg.setup(), progress, benchmark, base)  # ConfigError for a split too large, a missing package
     cfg.validate(model=base)
     return base, bench
 
@@ -319,7 +298,6 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     """
     from tqdm.auto import tqdm
 
-    from optigrade._files import atomic_write_text
     from .report import summarize, write_report
 
     out = Path(out)
@@ -346,11 +324,11 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     try:
         if cfg.reference:
             path = runs_dir / "reference.parquet"
-            h = _run_hash(cfg, "none", OptimizerSpec("original", 1.0), cfg.seeds[0])
+            h = _run_hash(cfg, "none", _ORIGINAL, cfg.seeds[0])
             df = _load_if_fresh(path, h) if resume else None
             if df is None:
                 df = _reference_rows(cfg, base, ebench, progress)
-                _write_parquet_atomic(df, path)
+                atomic_write_parquet(df, path)
                 computed.append("reference")
             else:
                 skipped.append("reference")
@@ -363,7 +341,7 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
             df = _load_if_fresh(path, _run_hash(cfg, objective, opt, seed)) if resume else None
             if df is None:
                 df = _one_run(cfg, objective, opt, seed, base, ebench, progress)
-                _write_parquet_atomic(df, path)
+                atomic_write_parquet(df, path)
                 computed.append(rid)
             else:
                 skipped.append(rid)
@@ -381,16 +359,14 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     seconds = time.perf_counter() - t0
     results = pd.concat(frames, ignore_index=True)
     summary = summarize(results)
-    _write_parquet_atomic(results, out / "results.parquet")
+    atomic_write_parquet(results, out / "results.parquet")
     atomic_write_text(out / "results.csv", results.to_csv(index=False))
-    _write_parquet_atomic(summary, out / "summary.parquet")
+    atomic_write_parquet(summary, out / "summary.parquet")
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     from optigrade.unlearning.run import versions
 
     meta = {"name": cfg.name, "seconds": round(seconds, 1), "computed": computed, "skipped": skipped,
             "capped": capped, "threads": threads, "versions": versions()}
-    from optigrade._files import atomic_write_json
-
     atomic_write_json(out / "study.json", meta)
     write_report(out, results, summary, cfg, meta)
     return StudyResult(out, results, summary, computed, skipped, seconds, capped)

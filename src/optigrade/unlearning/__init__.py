@@ -25,7 +25,8 @@ from .models import MODELS, PretrainConfig, TinyConfig, pretrain, pretrained_tin
 from .models import load as load_model
 from .objectives import (GA, NPO, OBJECTIVES, WGA, GradDiff, Objective, Reference, SimNPO, make_objective,
                          objective_hyperparameters)
-from .run import ConfigError, UnlearnConfig, run_unlearn, save_checkpoint
+from .config import ObjectiveSpec, OptimizerSpec, Setup
+from .run import ConfigError, UnlearnConfig, run_unlearn
 from .schedules import cosine_schedule
 
 __all__ = [
@@ -35,5 +36,5 @@ __all__ = [
     "Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "Reference", "make_objective",
     "objective_hyperparameters", "OBJECTIVES",
     "unlearn", "UnlearnResult", "cosine_schedule",
-    "UnlearnConfig", "ConfigError", "run_unlearn", "save_checkpoint",
+    "UnlearnConfig", "Setup", "OptimizerSpec", "ObjectiveSpec", "ConfigError", "run_unlearn",
 ]
