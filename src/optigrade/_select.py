@@ -98,6 +98,29 @@ def matcher(pattern: Pattern) -> Callable[[str, object], bool]:
     return lambda name, p: rx.search(name) is not None
 
 
+def check_pattern(pattern, what: str = "params", example: str = "'mlp\\.down_proj'"):
+    """``pattern`` (None allowed) is a valid pattern; else ``ValueError`` naming ``what``, the
+    value and the forms a pattern takes.
+
+    >>> check_pattern("glob:*.mlp.*"), check_pattern(None)
+    ('glob:*.mlp.*', None)
+    >>> check_pattern("mlp[(")
+    Traceback (most recent call last):
+    ...
+    ValueError: params='mlp[(' is not a valid regular expression (unterminated character set at position 3); ...or a preset (attention, mlp, lora, embeddings, norms)
+    """
+    if pattern is None or pattern == "":
+        return pattern
+    try:
+        matcher(pattern)
+    except re.error as e:
+        raise ValueError(f"{what}={pattern!r} is not a valid regular expression ({e}); e.g. {what}: {example}, "
+                         f"'glob:*.mlp.*' or a preset ({', '.join(PRESETS)})") from None
+    except TypeError as e:
+        raise ValueError(f"{what}: {e}") from None
+    return pattern
+
+
 def _predicates(patterns):
     pats = list(patterns) if isinstance(patterns, (list, tuple, set)) else [patterns]
     return [matcher(q) for q in pats]

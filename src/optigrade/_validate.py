@@ -27,11 +27,23 @@ from typing import Iterable, NoReturn, Optional, Sequence
 
 
 class ConfigError(ValueError):
-    """Bad user input (a config, a flag, a name), reported before any work starts."""
+    """Bad user input (a config, a flag, a name), reported before any work starts.  A
+    ``ValueError``, so code that catches ValueError keeps working.
+
+    >>> isinstance(ConfigError("lr must be > 0, got 0"), ValueError)
+    True
+    """
 
 
 class ModelLoadError(ValueError):
-    """A checkpoint path or model name that cannot be loaded."""
+    """A checkpoint path or model name that cannot be loaded.
+
+    >>> from optigrade.unlearning.models import load
+    >>> load("/no/such/checkpoint")
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ModelLoadError: model '/no/such/checkpoint': no such path; ...
+    """
 
 
 def unknown(kind: str, value, allowed: Iterable[str], hint: Optional[str] = None) -> NoReturn:

@@ -68,6 +68,15 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``optigrade`` argument parser (one sub-command per library entry point).
+
+    >>> a = build_parser().parse_args(["unlearn", "--objective", "npo", "--objective-arg", "beta=0.1",
+    ...                                "--lr", "1e-4", "--device", "cpu", "--out", "runs/x"])
+    >>> a.cmd, a.objective, a.objective_kwargs, a.lr, a.device
+    ('unlearn', 'npo', ['beta=0.1'], 0.0001, 'cpu')
+    >>> _config_from_args(a).objective_kwargs
+    {'beta': 0.1}
+    """
     ap = argparse.ArgumentParser(prog="optigrade", description="Optimizer grade and robust LLM unlearning.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -241,6 +250,20 @@ def _cmd_report(a) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``optigrade ARGV``; returns the exit status (2, with one line on stderr naming the bad
+    value and the fix, when input is refused).
+
+    >>> main(["optimizers"])  # doctest: +ELLIPSIS
+    name                   grade  family
+    adazo                    0.0  zeroth-order
+    ...
+    soul                     2.0  second-order
+    <BLANKLINE>
+    GRU-rectified variants (11): <base>+gru, e.g. adahessian+gru, adam+gru, adamw+gru, lion+gru, ...
+    0
+    >>> main(["unlearn", "--lr", "0", "--out", "runs/never"])
+    2
+    """
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
                "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report}[args.cmd]

@@ -24,14 +24,25 @@ CONFIGS = {("tiny", False): "demo.yaml", ("tiny", True): "demo_quick.yaml",
 
 
 def config_path(name: str) -> Path:
-    """The path of a packaged study config, e.g. ``config_path("demo.yaml")``."""
+    """The path of a packaged study config (``optigrade/configs/<name>``).
+
+    >>> config_path("demo.yaml").is_file(), config_path("demo.yaml").parent.name
+    (True, 'configs')
+    """
     return Path(__file__).resolve().parent / "configs" / name
 
 
 def demo_config(quick: bool = False, model: str = "tiny"):
     """The demo's :class:`~optigrade.analysis.config.StudyConfig`: the packaged
     ``configs/demo.yaml`` (``model="tiny"``) or ``configs/smollm2.yaml`` (``"smollm2"``);
-    ``quick`` takes the one-optimizer smoke version (``*_quick.yaml``)."""
+    ``quick`` takes the one-optimizer smoke version (``*_quick.yaml``).
+
+    >>> cfg = demo_config()
+    >>> cfg.name, len(cfg.optimizers), [o.key for o in cfg.objectives], cfg.seeds
+    ('demo', 8, ['npo', 'graddiff'], [0, 1, 2])
+    >>> demo_config(model="smollm2", quick=True).model
+    'smollm2'
+    """
     from optigrade.unlearning.run import ConfigError
 
     from .analysis.config import load_config
@@ -45,7 +56,20 @@ def run_demo(out=None, quick: bool = False, overwrite: bool = False, progress: b
              resume: bool = True, base=None, benchmark=None, model: str = "tiny", device=None, dtype=None):
     """Run the demo study into ``out`` (default ``runs/demo`` / ``runs/smollm2``; finished runs
     with the same settings are reused unless ``overwrite``) on ``device`` / ``dtype`` (default:
-    the config's, cpu); prints the headline tables and returns the :class:`StudyResult`."""
+    the config's, cpu); prints the headline tables and returns the :class:`StudyResult`.
+
+    ``base`` / ``benchmark`` reuse an already built model and benchmark (here a small random
+    model, so the example runs in seconds; ``optigrade demo`` pretrains the tiny Llama):
+
+    >>> import tempfile
+    >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+    >>> bench = SyntheticFacts()
+    >>> model = tiny_llama(len(bench.tokenizer), seed=0, tokenizer=bench.tokenizer)
+    >>> res = run_demo(tempfile.mkdtemp(), quick=True, progress=False, base=model, benchmark=bench)  # doctest: +ELLIPSIS
+    **npo** — forget accuracy ...
+    >>> res.computed
+    ['reference', 'npo__adam__s0']
+    """
     from .analysis.report import print_summary
     from .analysis.study import run_study
 

@@ -77,7 +77,7 @@ BAD = [
     ({"retain_floor": 1.5}, "retain_floor must be in [0, 1], got 1.5"),
     ({"seed": -1}, "seed must be >= 0, got -1"),
     ({"device": "tpu"}, "device must be one of"),
-    ({"dtype": "int8"}, "dtype must be one of"),
+    ({"dtype": "int8"}, "dtype must be 'float32', 'bfloat16' or 'float16', got 'int8'"),
     ({"params": "mlp[("}, "not a valid regular expression"),
     ({"optimizer": "adamz"}, "unknown optimizer 'adamz'"),
     ({"objective": "forget-everything"}, "unknown objective 'forget-everything'"),

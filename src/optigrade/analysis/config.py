@@ -46,10 +46,18 @@ __all__ = ["OptimizerSpec", "ObjectiveSpec", "DiagnosticsSpec", "StudyConfig", "
 
 class DiagnosticsSpec(Spec):
     """Mechanism diagnostics per run: quantizer bit widths, group size, symmetry; ``gguf``:
-    also the bin crossing under the source file's GGUF types (models loaded from a GGUF)."""
+    also the bin crossing under the source file's GGUF types (models loaded from a GGUF).
+
+    >>> DiagnosticsSpec(bits=[4]).bits, DiagnosticsSpec().group_size
+    ([4], None)
+    >>> DiagnosticsSpec(bits=[9])
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: diagnostics.bits: bits=9 is outside 2..8; RTN supports 2 to 8 bits, e.g. bits: 4
+    """
 
     bits: List[int] = F([4, 8], "RTN bit widths of the bin-crossing diagnostic (2..8)", "[4, 8]")
-    group_size: Optional[int] = None
+    group_size: Optional[int] = F(None, "RTN group size of the diagnostic (null: per output channel)", 64, ge=1)
     symmetric: bool = True
     enabled: bool = True
     gguf: bool = True
@@ -61,24 +69,32 @@ class DiagnosticsSpec(Spec):
             _bits_ok(b, "diagnostics.bits")
         return v
 
-    @field_validator("group_size")
-    @classmethod
-    def _group(cls, v):
-        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-            raise ValueError(f"diagnostics: group_size={v!r} must be a positive integer or null (per output channel)")
-        return v
-
 
 def _objectives(v):
     if not isinstance(v, list):
         raise ValueError(f"objectives must be a list, got {v!r}; e.g. objectives: [npo, {{name: simnpo, beta: 2.5}}]")
-    return [ObjectiveSpec.coerce(o, i) for i, o in enumerate(v)]
+    return [_at(f"objectives[{i}]", ObjectiveSpec.coerce, o, i) for i, o in enumerate(v)]
 
 
 def _optimizers(v):
     if not isinstance(v, list):
         raise ValueError(f"optimizers must be a list of {{name, lr, steps}} mappings, got {v!r}")
-    return [o if isinstance(o, OptimizerSpec) else OptimizerSpec.from_dict(o, i) for i, o in enumerate(v)]
+    return [o if isinstance(o, OptimizerSpec) else _at(f"optimizers[{i}]", OptimizerSpec.from_dict, o, i)
+            for i, o in enumerate(v)]
+
+
+def _at(where: str, build, *args):
+    """``build(*args)``, its error prefixed with where in the YAML it happened (nested configs
+    are built by their own constructor, so pydantic does not know the path)."""
+    try:
+        return build(*args)
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+def _diagnostics(v):
+    return v if isinstance(v, DiagnosticsSpec) else _at("diagnostics", DiagnosticsSpec.from_dict, v or {})
 
 
 def _attacks(v):
@@ -105,7 +121,22 @@ class StudyConfig(Setup):
 
     ``eval_retain`` / ``eval_general`` cap the retain(-paraphrase) examples and general-text
     sentences scored at every evaluation (fixed subsets, the first N) to keep a study cheap;
-    None scores everything.  ``threads`` is torch's intra-op thread count during the study."""
+    None scores everything.  ``threads`` is torch's intra-op thread count during the study.
+
+    >>> cfg = StudyConfig(objectives=["npo", {"name": "simnpo", "beta": 2.5}], seeds=[0, 1],
+    ...                   optimizers=[{"name": "adam", "lr": 1e-3, "steps": 100},
+    ...                               {"name": "zo-sgd", "lr": 1e-3, "optimizer_kwargs": {"q": 4}}],
+    ...                   attacks=[{"kind": "quantize", "label": "rtn4", "bits": 4}])
+    >>> [o.key for o in cfg.objectives], [a.key for a in cfg.attacks]
+    (['npo', 'simnpo(beta=2.5)'], ['rtn4'])
+    >>> run = cfg.unlearn_config(cfg.objectives[1], cfg.optimizers[1], seed=1)
+    >>> run.objective, run.objective_kwargs, run.optimizer, run.steps, run.seed, run.target
+    ('simnpo', {'beta': 2.5}, 'zo-sgd', 200, 1, 0.1)
+    >>> StudyConfig(optimizers=[{"name": "adam", "lr": 1e-3}], seeds=[0, 0])
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: seeds has duplicates: [0, 0]; list each seed once
+    """
 
     name: str = F("study", "the study's name (default output directory runs/<name>)", "demo")
     optimizers: Annotated[List[OptimizerSpec], BeforeValidator(_optimizers)] = F(
@@ -121,7 +152,8 @@ class StudyConfig(Setup):
                                "[forget, retain]")
     reference: bool = F(True, "also attack the original (not unlearned) model once", True)
     threads: Optional[int] = F(1, "torch intra-op threads during the study (null: torch's default)", 1, ge=1)
-    diagnostics: DiagnosticsSpec = F(DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
+    diagnostics: Annotated[DiagnosticsSpec, BeforeValidator(_diagnostics)] = F(
+        DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -210,7 +242,18 @@ def _bits_ok(b, where):
 
 
 def load_config(path) -> StudyConfig:
-    """Read and parse a study YAML (not yet validated against a model)."""
+    """Read and parse a study YAML into a validated :class:`StudyConfig` (the checks that need
+    the model run in :meth:`StudyConfig.validate`).
+
+    >>> from optigrade.demo import config_path
+    >>> cfg = load_config(config_path("demo_quick.yaml"))
+    >>> cfg.name, [o.name for o in cfg.optimizers], [a.kind for a in cfg.attacks]
+    ('demo-quick', ['adam'], ['quantize', 'relearn'])
+    >>> load_config("no/such.yaml")
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: study config 'no/such.yaml' not found; pass a YAML file such as configs/demo.yaml
+    """
     import yaml
 
     p = Path(path)

@@ -59,7 +59,14 @@ class EvalBudget:
     """A benchmark proxy whose ``evaluate`` scores fixed subsets (``eval_retain`` retain /
     retain-paraphrase examples, ``eval_general`` general sentences) and caches results by the
     model's exact weights, so the unmodified base model is scored once per study.  Everything
-    else (batches, tokenizer, splits) is the wrapped benchmark's."""
+    else (batches, tokenizer, splits) is the wrapped benchmark's.
+
+    >>> _, bench, model = _toy()
+    >>> eb = EvalBudget(bench, retain=10, general=5, splits=["forget", "retain"])
+    >>> m = eb.evaluate(model)
+    >>> 0 <= m["forget_acc"] <= 1, eb.evaluate(model) == m, len(eb._cache)   # the second call is cached
+    (True, True, 1)
+    """
 
     def __init__(self, benchmark, retain: Optional[int] = 200, general: Optional[int] = 100,
                  splits: Optional[List[str]] = None, batch_size: int = 256):
@@ -102,6 +109,11 @@ class EvalBudget:
 _ORIGINAL = OptimizerSpec(name="adam", label="original", lr=1.0)  # the reference row's stand-in entry
 
 def run_id(objective, opt: OptimizerSpec, seed: int) -> str:
+    """The run's file-safe name: ``<objective>__<optimizer label>__s<seed>``.
+
+    >>> run_id("npo", OptimizerSpec(name="adam", label="adam (mlp)", lr=1e-3), 2)
+    'npo__adam__mlp___s2'
+    """
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{_objective_key(objective)}__{opt.key}__s{seed}")
 
 
@@ -260,8 +272,29 @@ def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -
 
 
 # ----------------------------------------------------------------------------- the study
+def _toy():
+    """A two-step study on a small random tiny Llama (for the examples): ``(cfg, bench, model)``."""
+    from ..unlearning import SyntheticFacts, TinyConfig, tiny_llama
+
+    bench = SyntheticFacts(n_entities=20)
+    model = tiny_llama(len(bench.tokenizer), TinyConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                        num_attention_heads=2), seed=0, tokenizer=bench.tokenizer)
+    cfg = StudyConfig(name="toy", objectives=["npo"], target=0.0, eval_every=2, eval_retain=10, eval_general=5,
+                      benchmark_kwargs={"n_entities": 20}, optimizers=[{"name": "adam", "lr": 1e-3, "steps": 2}],
+                      attacks=[{"kind": "quantize", "label": "rtn4", "bits": 4}], diagnostics={"bits": [4]})
+    return cfg, bench, model
+
+
 @dataclass
 class StudyResult:
+    """What :func:`run_study` returns: the output directory, the tidy ``results`` (one row per
+    run × subject × data × quantity), the ``summary`` over seeds, the run ids computed / reused
+    (``skipped``) / not at matched forgetting (``capped``) and the wall time.
+
+    >>> StudyResult(Path("runs/x"), None, None, ["a"], [], 1.0, []).computed
+    ['a']
+    """
+
     out: Path
     results: pd.DataFrame
     summary: pd.DataFrame
@@ -295,6 +328,15 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
         threads: torch intra-op threads during the study (default: ``cfg.threads``; 1 is fastest
             for the tiny model on a shared machine; restored afterwards).  None leaves torch's
             setting.
+
+    >>> import tempfile
+    >>> cfg, bench, model = _toy()
+    >>> out = tempfile.mkdtemp()
+    >>> res = run_study(cfg, out, progress=False, base=model, benchmark=bench)
+    >>> sorted(set(res.results["subject"])), res.computed
+    (['attacked:rtn4', 'original', 'unlearned'], ['reference', 'npo__adam__s0'])
+    >>> run_study(cfg, out, resume=True, progress=False, base=model, benchmark=bench).skipped
+    ['reference', 'npo__adam__s0']
     """
     from tqdm.auto import tqdm
 

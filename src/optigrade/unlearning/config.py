@@ -32,13 +32,14 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Dict, List, Optional
+from typing import Annotated, Any, ClassVar, Dict, List, Literal, Optional
 
 
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
+from .._select import check_pattern
 from .._validate import ConfigError
 
 __all__ = ["Spec", "Setup", "UnlearnConfig", "OptimizerSpec", "ObjectiveSpec", "format_errors",
@@ -88,7 +89,16 @@ _TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "st
 
 
 def format_errors(err: ValidationError, model: type) -> str:
-    """One line per problem: ``<field> must be <rule>, got <value>; <meaning>, e.g. <example>``."""
+    """The house-style message of a pydantic ``ValidationError`` raised for ``model``:
+    ``<field> must be <rule>, got <value>; <meaning>, e.g. <example>`` (the first problem, then
+    how many more).
+
+    >>> try:
+    ...     UnlearnConfig.model_validate({"steps": 3, "batch_size": 0})
+    ... except ValidationError as e:
+    ...     print(format_errors(e, UnlearnConfig))
+    batch_size must be a positive integer, got 0; forget / retain examples per step, e.g. 16
+    """
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -165,7 +175,17 @@ def F(default=..., meaning: str = "", example: Any = None, **kw):
 
 class Spec(BaseModel):
     """Base of every config: unknown keys refused, validated on construction and assignment,
-    errors raised as :class:`~optigrade.ConfigError` in the house style."""
+    errors raised as :class:`~optigrade.ConfigError` in the house style.
+
+    >>> class Toy(Spec):
+    ...     lr: float = F(1e-3, "the learning rate", "1e-3", gt=0)
+    >>> Toy(lr=0.1).to_dict(), Toy.from_dict({"lr": 0.5}).lr
+    ({'lr': 0.1}, 0.5)
+    >>> Toy(lr=0.1, colour="red")
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: unknown setting 'colour'; allowed: ['lr']
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
@@ -229,23 +249,8 @@ def check_objective(name: str, kwargs: Optional[dict] = None) -> None:
     try:
         make_objective(name, **(kwargs or {}))
     except (ValueError, TypeError) as e:
-        raise ValueError(f"objective {name!r}: {e}") from None
-
-
-def check_params(pattern: Optional[str]) -> None:
-    """``pattern`` is a parameter pattern of :mod:`optigrade._select` (a regex, ``glob:...`` or a
-    preset name such as ``mlp``)."""
-    if pattern is None:
-        return
-    from .._select import matcher
-
-    try:
-        matcher(pattern)
-    except re.error as e:
-        raise ValueError(f"params {pattern!r} is not a valid regular expression ({e}); "
-                         "e.g. params: 'mlp\\.down_proj', 'glob:*.mlp.*' or a preset: mlp") from None
-    except TypeError as e:
-        raise ValueError(f"params: {e}; e.g. params: 'mlp\\.down_proj'") from None
+        msg = str(e)
+        raise ValueError(msg if msg.startswith("objective ") else f"objective {name!r}: {msg}") from None
 
 
 def _positive_steps(v):
@@ -255,8 +260,7 @@ def _positive_steps(v):
 
 
 def _regex(v):
-    check_params(v)
-    return v
+    return check_pattern(v, "params")
 
 
 #: a step cap (checked with the house message) and a parameter-name regex
@@ -267,7 +271,16 @@ ParamsRegex = Annotated[Optional[str], AfterValidator(_regex)]
 # ----------------------------------------------------------------------------- the configs
 class Setup(Spec):
     """What every run of a study shares: the model, the benchmark, the matched-forgetting
-    protocol (target metric, evaluation interval, retain guard) and where it runs."""
+    protocol (target metric, evaluation interval, retain guard) and where it runs.
+
+    >>> s = Setup(benchmark_kwargs={"n_entities": 40}, target=0.2, device="cpu")
+    >>> s.model, s.benchmark, s.forget_fraction, s.dtype
+    ('tiny', 'synthetic', 0.1, None)
+    >>> Setup(target=1.5)
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: target=1.5 is unreachable: forget_acc lies in [0, 1]; choose e.g. target: 0.1
+    """
 
     model: str = F("tiny", "the starting model: 'tiny' (pretrained, cached), a named model or a checkpoint dir",
                    "tiny")
@@ -282,7 +295,7 @@ class Setup(Spec):
     retain_floor: Optional[float] = F(None, "stop a run whose retain accuracy falls below this "
                                       "(stop_reason 'retain-guard'; not matched forgetting)", 0.75, ge=0, le=1)
     device: str = F("cpu", f"where the model runs: {', '.join(DEVICES)}", "cpu")
-    dtype: Optional[str] = F(None, f"the model's dtype: {', '.join(DTYPES)}; null keeps the checkpoint's",
+    dtype: Optional[Literal[DTYPES]] = F(None, f"the model's dtype: {', '.join(DTYPES)}; null keeps the checkpoint's",
                              "float32")
 
     _legacy: ClassVar[Dict[str, str]] = {"n_entities": "benchmark_kwargs.n_entities"}
@@ -322,12 +335,6 @@ class Setup(Spec):
             raise ValueError(f"device must be one of {list(DEVICES)} (or cuda:N), got {v!r}; e.g. --device cpu")
         return v
 
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, v):
-        if v is not None and v not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {v!r}; e.g. --dtype float32")
-        return v
 
     @model_validator(mode="after")
     def _setup_checks(self):
@@ -374,7 +381,16 @@ def _check_model(name: str) -> None:
 
 class UnlearnConfig(Setup):
     """Everything that defines one unlearning run (saved in its manifest): the :class:`Setup`
-    plus the optimizer, the objective and the seed.  Maps 1:1 onto ``optigrade unlearn`` flags."""
+    plus the optimizer, the objective and the seed.  Maps 1:1 onto ``optigrade unlearn`` flags.
+
+    >>> cfg = UnlearnConfig(optimizer="zo-sgd", lr=1e-3, optimizer_kwargs={"q": 4}, objective="npo")
+    >>> cfg.steps, cfg.setup().model, UnlearnConfig(**cfg.to_dict()) == cfg
+    (200, 'tiny', True)
+    >>> UnlearnConfig(optimizer="zo-sgd", optimizer_kwargs={"q": 0})
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: optimizer 'zo-sgd': q must be ...
+    """
 
     objective: str = F("graddiff", "the unlearning objective: ga, graddiff, npo, simnpo, wga", "npo")
     objective_kwargs: Dict[str, Any] = F({}, "objective hyperparameters", "{beta: 0.1}")
@@ -404,7 +420,12 @@ class OptimizerSpec(Spec):
     """One optimizer entry of a study: a registered ``name``, its ``lr``, step cap ``steps``,
     extra ``optimizer_kwargs``; ``label`` names it in tables (default: name); ``params`` (a
     regex) restricts the weights it moves; ``eval_every`` / ``retain_floor`` / ``batch_size``
-    override the study's value for this optimizer."""
+    override the study's value for this optimizer.
+
+    >>> o = OptimizerSpec(name="zo-sgd", label="zo (mlp)", lr=1e-3, params="mlp", eval_every=10)
+    >>> o.key, o.steps, o.run_fields(Setup())["eval_every"], o.run_fields(Setup())["batch_size"]
+    ('zo (mlp)', 200, 10, 16)
+    """
 
     name: str = F(..., "a registered optimizer", "adam")
     lr: float = F(..., "the learning rate", "1.0e-3", gt=0, allow_inf_nan=False)
@@ -438,7 +459,12 @@ class OptimizerSpec(Spec):
 
 class ObjectiveSpec(Spec):
     """One objective of a study: ``npo`` or ``{name: npo, beta: 0.1}`` in YAML (hyperparameters
-    flattened next to the name, or under ``kwargs``)."""
+    flattened next to the name, or under ``kwargs``).
+
+    >>> o = ObjectiveSpec.coerce({"name": "npo", "beta": 0.1})
+    >>> o.key, o.run_fields(), ObjectiveSpec.coerce("graddiff").to_yaml()
+    ('npo(beta=0.1)', {'objective': 'npo', 'objective_kwargs': {'beta': 0.1}}, 'graddiff')
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

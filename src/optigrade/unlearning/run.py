@@ -37,7 +37,12 @@ def build_benchmark(cfg: Setup, model=None, tokenizer=None, progress: bool = Fal
     """The benchmark of ``cfg`` (``benchmark_kwargs`` passed through, ``forget_fraction`` unless
     given there).  A benchmark built *against a model* (``needs_model = True``, e.g. RealFacts
     verifies which facts the model knows) gets ``model`` / ``tokenizer`` when given, else loads
-    its own reference model."""
+    its own reference model.
+
+    >>> b = build_benchmark(Setup(benchmark_kwargs={"n_entities": 20}, forget_fraction=0.2))
+    >>> type(b).__name__, len({q.group for q in b.forget}) / 20
+    ('SyntheticFacts', 0.2)
+    """
     cls = BENCHMARKS.get(cfg.benchmark)
     kw = dict(cfg.benchmark_kwargs)
     kw.setdefault("forget_fraction", cfg.forget_fraction)
@@ -53,7 +58,15 @@ def build(cfg: Setup, progress: bool = True, benchmark: Optional[Benchmark] = No
     cls.reference_model``, e.g. RealFacts on "smollm2"); otherwise it loads the reference itself,
     so facts are always verified against the original, never against an unlearned checkpoint.
     The model is placed on ``cfg.device`` in ``cfg.dtype`` (an unavailable device is refused
-    first, before anything is loaded)."""
+    first, before anything is loaded).
+
+    >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+    >>> bench = SyntheticFacts(n_entities=20)
+    >>> m = tiny_llama(len(bench.tokenizer), seed=0)
+    >>> b, model = build(Setup(), benchmark=bench, model=m)   # given parts are reused as they are
+    >>> b is bench, model is m
+    (True, True)
+    """
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     cls = BENCHMARKS.get(cfg.benchmark)
     if benchmark is None and getattr(cls, "needs_model", False) and model is None \
@@ -75,7 +88,16 @@ def build(cfg: Setup, progress: bool = True, benchmark: Optional[Benchmark] = No
 
 def build_model(cfg: Setup, benchmark: Benchmark, progress: bool = True):
     """The starting model on ``cfg.device`` / ``cfg.dtype``: the cached pretrained tiny Llama
-    (pretrained on ``benchmark``), a named model or a local checkpoint directory."""
+    (pretrained on ``benchmark``), a named model or a local checkpoint directory.
+
+    >>> import tempfile
+    >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+    >>> bench = SyntheticFacts(n_entities=20)
+    >>> d = tempfile.mkdtemp()
+    >>> tiny_llama(len(bench.tokenizer), seed=0).save_pretrained(d)
+    >>> build_model(Setup(model=d, dtype="bfloat16"), bench).dtype
+    torch.bfloat16
+    """
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     if cfg.model == "tiny":
         model, _ = pretrained_tiny(benchmark, seed=0, progress=progress)
@@ -98,7 +120,21 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
                 final_eval: bool = True) -> UnlearnResult:
     """Validate, build, unlearn and (when ``out`` is given) save.  ``benchmark`` / ``model``
     may be passed to reuse already-built ones (the model is modified in place).
-    ``evaluate_before=False`` skips scoring the starting model (a study scores it once)."""
+    ``evaluate_before=False`` skips scoring the starting model (a study scores it once).
+
+    >>> import tempfile, pathlib
+    >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
+    >>> bench = SyntheticFacts(n_entities=20)
+    >>> cfg = UnlearnConfig(objective="npo", objective_kwargs={"beta": 0.2}, steps=2, eval_every=2, target=None)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "ckpt"
+    >>> res = run_unlearn(cfg, out, benchmark=bench, model=tiny_llama(len(bench.tokenizer), seed=0), progress=False)
+    >>> res.steps, res.stop_reason, sorted(p.name for p in out.iterdir() if p.suffix in (".json", ".csv"))[:3]
+    (2, 'budget', ['config.json', 'generation_config.json', 'log.csv'])
+    >>> run_unlearn(cfg, out)
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: output directory '...ckpt' exists and is not empty; pass --overwrite or choose a new --out
+    """
     if out is not None and dir_is_nonempty(Path(out)) and not overwrite:
         raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite or choose a new --out")
     from optigrade import optimizers

@@ -22,7 +22,7 @@ from typing import List, Literal, Optional, Tuple
 
 import torch
 
-from optigrade._select import linear_weights, matcher
+from optigrade._select import check_pattern, linear_weights, matcher
 
 from ._spec import AttackSpec, register
 
@@ -53,13 +53,7 @@ def _check_group(group_size) -> Optional[int]:
 
 
 def _check_modules(modules) -> Optional[str]:
-    if modules is not None and modules != "":
-        try:
-            matcher(modules)
-        except re.error as e:
-            raise ValueError(f"modules={modules!r} is not a valid regular expression ({e}); "
-                             "e.g. modules: 'mlp' (module names, searched)") from None
-    return modules
+    return check_pattern(modules, "modules", "'mlp' (module names, searched)")
 
 
 def check_group_size(model, group_size: Optional[int], modules: Optional[str] = None) -> None:
