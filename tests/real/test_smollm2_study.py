@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_smollm2", ROOT / "benchmarks" / "smollm2.py")
+    spec = importlib.util.spec_from_file_location("bench_smollm2", ROOT / "benchmarks" / "bench_smollm2.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
