@@ -33,6 +33,15 @@ def _check(sigma=None, alpha=None, n=None, tau=None):
         raise ValueError(f"tau must be in (0, 1), got {tau!r}")
 
 
+def _outcome(v, i: int, what: str) -> float:
+    """One draw's h, refused at once (not after all n draws) when it is not in [0, 1]."""
+    v = float(v)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{what} must return a value in [0, 1], got {v!r} at draw {i}; return 1.0 when the "
+                         "noisy model recovers the forgotten data, else 0.0")
+    return v
+
+
 def clopper_pearson(k: int, n: int, alpha: float, side: str = "lower") -> float:
     """One-sided exact binomial bound at level α: lower = Beta⁻¹(α; k, n−k+1),
     upper = Beta⁻¹(1−α; k+1, n−k) (0 / 1 at the edges).
@@ -156,18 +165,22 @@ def certified_radius(target, sigma: float, *, n: int = 1000, alpha: float = 0.00
         if metric is None:
             if loss_threshold is None:
                 raise ValueError("give metric(probe) -> [0, 1] or loss_threshold (h = 1[loss ≤ ℓ*])")
+            if isinstance(loss_threshold, bool) or not isinstance(loss_threshold, (int, float, np.floating)) \
+                    or not np.isfinite(loss_threshold):
+                raise ValueError(f"loss_threshold must be a finite number, got {loss_threshold!r}; the loss ℓ* "
+                                 "below which the forgotten data counts as recovered, e.g. probe.loss() - 1.0")
             metric = lambda p: float(p.loss() <= loss_threshold)
         start = target.cost()
         outs = []
-        for _ in range(n):
+        for i in range(n):
             z = target.random_vector(gen)
             with target.perturbed(z, sigma):
-                outs.append(float(metric(target)))
+                outs.append(_outcome(metric(target), i, "metric(probe)"))
         return radius_from_outcomes(outs, sigma, alpha=alpha, tau=tau, bound=bound,
                                     n_params=target.numel, cost=target.cost() - start)
     if not callable(target):
         raise TypeError("target must be a Probe or a callable metric_fn(generator) -> [0, 1]")
-    outs = [float(target(gen)) for _ in range(n)]
+    outs = [_outcome(target(gen), i, "metric_fn(generator)") for i in range(n)]
     return radius_from_outcomes(outs, sigma, alpha=alpha, tau=tau, bound=bound)
 
 

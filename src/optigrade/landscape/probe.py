@@ -64,6 +64,12 @@ class Cost:
         return Cost(self.loss + other.loss, self.grad + other.grad, self.hvp + other.hvp)
 
 
+def _finite_direction(v: torch.Tensor) -> None:
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"direction has {int((~torch.isfinite(v)).sum())} non-finite entries (nan / inf); "
+                         "landscape measurements need a finite direction")
+
+
 def causal_lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     """Summed next-token NLL and the number of counted tokens for one batch.
 
@@ -167,8 +173,8 @@ class Probe:
                  keep_graph: bool = False, fd_eps: float | None = None):
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
-        if fd_eps is not None and not fd_eps > 0:
-            raise ValueError(f"fd_eps must be > 0, got {fd_eps}")
+        if fd_eps is not None and not (fd_eps > 0 and np.isfinite(fd_eps)):
+            raise ValueError(f"fd_eps must be a finite number > 0, got {fd_eps}")
         if isinstance(batches, (dict, torch.Tensor)):
             batches = [batches]
         batches = list(batches) if batches is not None else []
@@ -193,6 +199,12 @@ class Probe:
         if loss_fn is None and not all(isinstance(b, dict) and "input_ids" in b for b in self.batches):
             raise ValueError("without loss_fn, every batch must be a dict with input_ids "
                              "(and labels, -100 = ignore); otherwise pass loss_fn(model, batch)")
+        if loss_fn is None:
+            for i, b in enumerate(self.batches):
+                shape = tuple(getattr(b["input_ids"], "shape", ()))
+                if len(shape) != 2 or 0 in shape:
+                    raise ValueError(f"batch {i}: input_ids must be a non-empty (rows, tokens) tensor, got shape "
+                                     f"{shape}; drop empty batches")
         with self._measuring(), torch.no_grad():
             parts = [self._batch_loss(b) for b in self.batches]
         self.token_counts = [c for _, c in parts]  # c_b: counted tokens (or loss_fn counts) per batch
@@ -264,12 +276,16 @@ class Probe:
                 raise ValueError(f"direction has shape {tuple(v.shape)}; expected a flat vector "
                                  f"of {self.numel} entries (the selected parameters)")
             v = v.to(device=self.device, dtype=self.dtype)
+            _finite_direction(v)
             return split(v, self.shapes)
         v = list(v)
         if len(v) != len(self.params) or any(a.shape != p.shape for a, p in zip(v, self.params)):
             raise ValueError("direction list does not match the selected parameters' shapes "
                              f"{[tuple(s) for s in self.shapes][:4]}...")
-        return [a.to(device=self.device, dtype=self.dtype) for a in v]
+        out = [a.to(device=self.device, dtype=self.dtype) for a in v]
+        for a in out:
+            _finite_direction(a)
+        return out
 
     # ---------------------------------------------------------------- evaluations
     def loss(self) -> float:
@@ -415,6 +431,8 @@ class Probe:
         """θ ← θ + scale·direction inside the block; restored bit for bit (by copy) after
         (:func:`optigrade._weights.perturbed` with ``exact=True``)."""
         d = self._as_tensors(direction)
+        if not np.isfinite(float(scale)):
+            raise ValueError(f"scale must be a finite number, got {scale}")
         with _weights.perturbed(self.params, d, float(scale), exact=True):
             yield self
 

@@ -22,8 +22,8 @@ def _positive(name, x):
 def _scale(probe: Probe, adaptive: bool, eta: float) -> torch.Tensor | None:
     if not adaptive:
         return None
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not (eta >= 0 and np.isfinite(eta)):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta}")
     return probe.flat_params().double().abs() + eta
 
 

@@ -85,12 +85,15 @@ def _flat_of(probe: Probe, theta) -> torch.Tensor:
     v = torch.as_tensor(theta)
     if v.dim() != 1 or v.numel() != probe.numel:
         raise ValueError(f"checkpoint vector has shape {tuple(v.shape)}; expected ({probe.numel},)")
-    return v.to(probe.device, probe.dtype)
+    v = v.to(probe.device, probe.dtype)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"checkpoint vector has {int((~torch.isfinite(v)).sum())} non-finite entries (nan / inf)")
+    return v
 
 
 def _grid(span, points, name="span"):
     lo, hi = span
-    if not hi > lo:
+    if not (hi > lo and np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"{name} must be (low, high) with low < high, got {span}")
     if not isinstance(points, (int, np.integer)) or points < 2:
         raise ValueError(f"points must be an integer >= 2, got {points!r}")
@@ -161,8 +164,8 @@ def interpolate(probe: Probe, theta_a, theta_b, *, alphas=None) -> Slice1D:
     True
     """
     alphas = np.linspace(-0.5, 1.5, 41) if alphas is None else np.asarray(alphas, dtype=float)
-    if alphas.ndim != 1 or len(alphas) == 0:
-        raise ValueError("alphas must be a non-empty 1-D sequence")
+    if alphas.ndim != 1 or len(alphas) == 0 or not np.isfinite(alphas).all():
+        raise ValueError(f"alphas must be a non-empty 1-D sequence of finite numbers, got {alphas.tolist()}")
     start = probe.cost()
     a = _flat_of(probe, theta_a)
     d = _flat_of(probe, theta_b) - a

@@ -9,6 +9,7 @@ The examples use a least-squares Probe whose Hessian H = AᵀA is known exactly
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -123,8 +124,14 @@ def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float =
         raise ValueError(f"method must be 'lanczos' or 'eigsh', got {method!r}")
     if backend not in ("native", "pyhessian"):
         raise ValueError(f"backend must be 'native' or 'pyhessian', got {backend!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number > 0, got {tol}")
+    if not (pyhessian_tol > 0 and math.isfinite(pyhessian_tol)):
+        raise ValueError(f"pyhessian_tol must be a finite number > 0, got {pyhessian_tol}")
+    for name, v in (("max_iter", max_iter), ("pyhessian_max_iter", pyhessian_max_iter)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}; the Lanczos / power-iteration step "
+                             "cap, e.g. 300")
     if backend == "pyhessian" and which != "LM":
         raise ValueError('backend="pyhessian" (power iteration) finds the largest-magnitude '
                          'eigenvalues: use which="LM"')
@@ -225,6 +232,8 @@ def hutchinson_trace(probe: Probe, n: int = 100, *, seed: int = 0, backend: str 
     (True, 300)
     """
     _check_n(n)
+    if not (pyhessian_tol > 0 and math.isfinite(pyhessian_tol)):
+        raise ValueError(f"pyhessian_tol must be a finite number > 0, got {pyhessian_tol}")
     start = probe.cost()
     settings = dict(n=n, seed=seed, distribution="rademacher", backend=backend)
     if backend == "pyhessian":
@@ -299,8 +308,8 @@ def spectral_density(probe: Probe, m: int = 80, n_v: int = 4, *, width: float | 
     """
     _check_n(m, "m")
     _check_n(n_v, "n_v")
-    if width is not None and not width > 0:
-        raise ValueError(f"width (a standard deviation) must be > 0, got {width}")
+    if width is not None and not (width > 0 and np.isfinite(width)):
+        raise ValueError(f"width (a standard deviation) must be a finite number > 0, got {width}")
     start = probe.cost()
     gen = torch.Generator().manual_seed(seed)
     steps = min(m, probe.numel)

@@ -11,6 +11,8 @@ the sharpness functions' ``rho`` is a radius).
 
 from __future__ import annotations
 
+import math
+
 from typing import List, Optional
 
 import torch
@@ -267,7 +269,8 @@ class AdaHessian(_SecondOrder):
     def __init__(self, params, lr: float = 0.15, betas=(0.9, 0.999), eps: float = 1e-4,
                  weight_decay: float = 0.0, hessian_power: float = 1.0, hessian_every: int = 1,
                  seed: int = 0):
-        hp = float(hessian_power)
+        ok = isinstance(hessian_power, (int, float)) and not isinstance(hessian_power, bool)
+        hp = float(hessian_power) if ok else math.nan
         if not 0 < hp <= 1:
             raise ValueError(f"hessian_power must be in (0, 1], got {hessian_power!r}; the exponent "
                              "of the curvature denominator, try 1.0")

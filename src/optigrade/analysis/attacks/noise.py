@@ -45,6 +45,7 @@ def weight_noise(model, sigma: float, relative: bool = False, seed: int = 0,
     ValueError: sigma must be >= 0, got -1.0; the noise scale (absolute, or relative to |θ|), try 0.01
     """
     _check_sigma(sigma)
+    _check_selects(model, modules, include_embeddings, include_norms)  # a selector matching nothing: no attack
     out = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(int(seed))
     for _, w in linear_weights(out, modules, include_embeddings, include_norms):

@@ -175,6 +175,7 @@ def quantize_rtn(model, bits: int = 4, group_size: Optional[int] = None, symmetr
     """
     check_bits(bits)
     check_group_size(model, group_size, modules)
+    _check_selects(model, modules, include_embeddings, include_norms)  # a selector matching nothing: no attack
     out = copy.deepcopy(model)
     for _, w in linear_weights(out, modules, include_embeddings, include_norms):
         w.copy_(rtn_quantize(w, bits, group_size, symmetric))
