@@ -1,7 +1,10 @@
 """The claim sentences of a study report (private): prose generated from the summary table.
 
 Each sentence is one small function of a :class:`Claim` (the summary rows of one objective);
-optimizers are picked by their ``grade`` and ``family`` columns, never by label.
+optimizers are picked by their ``grade`` and ``family`` columns, never by label.  No sentence
+draws a conclusion from an optimizer with a run that is not at matched forgetting
+(``n_capped > 0``: step cap, retain guard, divergence or a utility floor); the first sentence
+names those optimizers and why.
 """
 
 from __future__ import annotations
@@ -36,12 +39,17 @@ class Claim(NamedTuple):
     family: dict  # optimizer label -> family ("" when the summary has none)
     runs: pd.DataFrame  # one row per optimizer (n, n_capped, ...)
 
+    def matched(self) -> List[str]:
+        """The optimizers (by grade) whose every run is at matched forgetting."""
+        return [o for o in self.opts if not self.runs.loc[o, "n_capped"] > 0]
+
     def role(self, family: str) -> Optional[str]:
-        """The first optimizer (by grade, then label) of ``family``."""
-        return next((o for o in self.opts if self.family.get(o) == family), None)
+        """The first matched optimizer (by grade, then label) of ``family``."""
+        return next((o for o in self.matched() if self.family.get(o) == family), None)
 
     def zo(self) -> List[str]:
-        return [o for o in self.opts if self.grade.get(o) == 0]
+        """The matched zeroth-order (grade 0) optimizers."""
+        return [o for o in self.matched() if self.grade.get(o) == 0]
 
 
 def claim_of(summary: pd.DataFrame, obj: str) -> Claim:
@@ -57,16 +65,20 @@ def _matched_sentence(c: Claim) -> str:
     if not capped:
         return (f"For {c.obj}, every optimizer reached the forget target in every seed, so the rows compare "
                 f"matched forgetting.")
-    return (f"For {c.obj}, {', '.join(capped)} stopped (step cap or retain guard) in "
+    def why(o):
+        w = c.runs.loc[o, "unmatched"] if "unmatched" in c.runs else ""
+        return f"{o} ({w})" if isinstance(w, str) and w else o
+
+    return (f"For {c.obj}, {', '.join(why(o) for o in capped)} did not reach matched forgetting in "
             f"{sum(int(c.runs.loc[o, 'n_capped']) for o in capped)} "
-            f"run(s) without reaching the forget target, so those rows are not at matched forgetting "
-            f"and their post-attack numbers partly reflect unlearning less, not robustness.")
+            f"run(s) (step cap, retain guard, divergence or a utility floor), so those rows are shown but "
+            f"neither ranked nor compared: their post-attack numbers reflect unlearning less or a damaged "
+            f"model, not robustness.")
 
 
 def _ordering_sentence(c: Claim, a: str, what: str) -> Optional[str]:
     """How forget accuracy after attack ``a`` orders with grade, among matched runs."""
-    matched = [o for o in c.opts if not c.runs.loc[o, "n_capped"] > 0]
-    vals = {o: _mean(c.summary, c.obj, o, a) for o in matched}
+    vals = {o: _mean(c.summary, c.obj, o, a) for o in c.matched()}
     vals = {o: v for o, v in vals.items() if v[0] == v[0]}
     if len(vals) < 2:
         return None
@@ -143,6 +155,10 @@ def sentences(summary: pd.DataFrame, objective: Optional[str] = None, model: str
         return ["No unlearning runs in this study."]
     c = claim_of(summary, objective if objective in objs else ("npo" if "npo" in objs else objs[0]))
     out = [_matched_sentence(c)]
+    if len(c.matched()) < 2:
+        only = f" (only {c.matched()[0]})" if c.matched() else ""
+        out.append(f"Fewer than two optimizers are at matched forgetting in every seed{only}, so for {c.obj} this "
+                   "study ranks nothing and draws no conclusion about the grade claim.")
     q4 = next((a for a in c.attacks if c.kinds.get(a) == "quantize" and "4" in a), None)
     gg = next((a for a in c.attacks if c.kinds.get(a) == "gguf"), None)
     rl = [a for a in c.attacks if c.kinds.get(a) == "relearn"]
