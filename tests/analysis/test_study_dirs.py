@@ -192,7 +192,7 @@ def test_damaged_results_table_is_a_clear_error(tmp_path, capsys):
     """r-corrupt-parquet (a directory without study.json: nothing to compare against)."""
     (tmp_path / "results.parquet").write_bytes(b"not a parquet file")
     code, _, err = _report(tmp_path, capsys)
-    assert code == 2 and "a results table is damaged (ArrowInvalid" in err and "--resume" in err
+    assert code == 2 and "results.parquet' is damaged (ArrowInvalid" in err and "--resume" in err
 
 
 def test_second_study_on_one_out_is_told_before_work(tmp_path, small_bench, small_model, no_prepare):
