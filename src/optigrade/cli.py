@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unlearn", help="unlearn the forget set with one objective × optimizer")
     _add_config_args(p, UnlearnConfig)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint in --out (only one optigrade wrote: it holds a manifest.json)")
 
     p = sub.add_parser("demo", help="the main job on the embedded default benchmark")
     p.add_argument("--model", default="tiny", choices=["tiny", "smollm2"],
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="study YAML (see configs/demo.yaml)")
     p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs in --out, compute the rest")
-    p.add_argument("--overwrite", action="store_true", help="discard earlier runs in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the earlier study in --out (only files a study writes; after the config is checked)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads during the study (default: the config's `threads`, 1 if unset)")
     _add_device_args(p)
@@ -149,8 +151,11 @@ def _config_from_args(a) -> UnlearnConfig:
     for name, (flag, ex) in _KV_FLAGS.items():
         if name in d:
             d[name] = _pairs(d[name], flag, ex)
-    if isinstance(d.get("target"), float) and d["target"] < 0:  # --target -1 disables the target
-        d["target"] = None
+    if isinstance(d.get("target"), float) and d["target"] < 0:
+        if d["target"] != -1:
+            raise ConfigError(f"--target {d['target']:g} is negative; give a value in [0, 1] (stop when "
+                              f"{d.get('metric', 'forget_acc')} <= target), or --target -1 (or none) to run every step")
+        d["target"] = None  # --target -1 disables the target
     return UnlearnConfig(**d)
 
 
@@ -159,28 +164,41 @@ def _device_over(a) -> dict:
 
 
 def _cmd_unlearn(a) -> int:
+    from optigrade.unlearning.loop import RunDiverged
     from optigrade.unlearning.run import run_unlearn
 
     cfg = _config_from_args(a)
-    res = run_unlearn(cfg, out=a.out, overwrite=a.overwrite)
-    print(json.dumps({"out": a.out, "steps": res.steps, "stop_reason": res.stop_reason,
-                      "metrics_before": res.metrics_before, "metrics_after": res.metrics}, indent=2))
+    try:
+        res = run_unlearn(cfg, out=a.out, overwrite=a.overwrite)
+    except RunDiverged as e:  # not bad input (exit 2) but a failed run: exit 1, nothing written
+        print(f"optigrade unlearn: error: {e}".replace("lower the learning rate (lr=", "lower --lr (was "),
+              file=sys.stderr)
+        return 1
+    print(json.dumps({"out": a.out, "steps": res.steps, "stop_reason": res.stop_reason, "matched": res.matched,
+                      "match_reason": res.match_reason, "metrics_before": res.metrics_before,
+                      "metrics_after": res.metrics}, indent=2))
     return 0
 
 
 def _cmd_evaluate(a) -> int:
-    from optigrade.unlearning.models import load
+    from optigrade.unlearning.models import load, read_manifest
     from optigrade.unlearning.run import build_benchmark
 
     path = Path(a.checkpoint)
     setup = {}
-    manifest = path / "manifest.json"
-    if manifest.exists():  # the benchmark the checkpoint was unlearned on, with its settings
-        c = json.loads(manifest.read_text()).get("config", {})
+    if path.is_dir():  # the benchmark the checkpoint was unlearned on, with its settings
+        c = read_manifest(path).get("config", {})  # a damaged manifest.json: ModelLoadError naming it
+        c = c if isinstance(c, dict) else {}
         setup = {k: c[k] for k in ("benchmark", "n_entities", "forget_fraction", "benchmark_kwargs") if k in c}  # n_entities: manifests before 0.2
     if a.benchmark is not None:
         setup["benchmark"] = a.benchmark
-    cfg = Setup(**setup, **_device_over(a))
+    try:
+        cfg = Setup(**setup, **_device_over(a))
+    except ConfigError as e:
+        if not setup or a.benchmark is not None:
+            raise
+        raise ConfigError(f"{path / 'manifest.json'} records a benchmark this optigrade cannot build ({e}); pass "
+                          "--benchmark NAME to choose one") from None
     model, _ = load(path, device=cfg.device, dtype=cfg.dtype)
     bench = build_benchmark(cfg)
     print(json.dumps(bench.evaluate(model), indent=2))
@@ -210,6 +228,9 @@ def _cmd_study(a) -> int:
     from .analysis.report import print_summary
     from .analysis.study import run_study
 
+    if a.resume and a.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: --resume reuses the finished runs in "
+                          "--out, --overwrite deletes them; pass one")
     cfg = load_config(a.config)
     for k, v in _device_over(a).items():
         setattr(cfg, k, v)
@@ -240,6 +261,9 @@ def _cmd_report(a) -> int:
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
     objs = [a.objective] if a.objective else None
+    present = [o for o in dict.fromkeys(summary["objective"]) if o != "none"] if "objective" in summary else []
+    if a.objective is not None and a.objective not in present:
+        raise ConfigError(f"--objective {a.objective!r} is not in {a.dir!r}; its study has objectives {present}")
     print(markdown_summary(summary, objs), end="")
     if not a.markdown:
         print()

@@ -92,7 +92,8 @@ def test_print_summary_block():
     print_summary(res, NS(model="smollm2"), file=buf)
     lines = buf.getvalue().splitlines()
     assert lines[0].startswith("**npo**") and lines[-1] == ("1 run(s) computed, 2 reused, 10 s; 1 not at matched "
-                                                            "forgetting (step cap / retain guard); results under runs/toy")
+                                                            "forgetting (step cap / retain guard / divergence / utility floor); "
+                                                            "results under runs/toy")
     assert sum(x.startswith("- ") for x in lines) == 5 and "smollm2 on a handful of real facts" in buf.getvalue()
 
 

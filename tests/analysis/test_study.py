@@ -156,7 +156,7 @@ def test_params_subset_guard_and_gguf_attack(tmp_path, small_bench, small_model,
     after = snapshot(small_model)
     assert all((before[k] == after[k]).all() for k in before), "the base model was modified"
     assert all(p.requires_grad for p in small_model.parameters())
-    assert "| 2 (1/1 not matched) |" in (tmp_path / "report.md").read_text()
+    assert "| 2 (1/1 not matched: retain guard) |" in (tmp_path / "report.md").read_text()
 
 
 def test_relearn_trains_every_parameter_even_if_frozen(small_bench, small_model):

@@ -14,7 +14,7 @@ from optigrade.unlearning.config import ObjectiveSpec, OptimizerSpec, Setup, Unl
 NON_DEFAULT = {
     "model": "tiny", "benchmark": "synthetic", "benchmark_kwargs": {"n_entities": 40},
     "forget_fraction": 0.2, "target": 0.3, "metric": "forget_acc", "eval_every": 3, "batch_size": 8,
-    "retain_floor": 0.5, "device": "cpu", "dtype": "bfloat16",
+    "retain_floor": 0.5, "utility_floor_retain": 0.8, "utility_max_ppl_ratio": None, "device": "cpu", "dtype": "bfloat16",
     "objective": "npo", "objective_kwargs": {"beta": 0.2},
     "optimizer": "zo-sgd", "lr": 3e-4, "steps": 17, "params": "mlp", "optimizer_kwargs": {"q": 2},
     "seed": 5,

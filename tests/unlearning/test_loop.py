@@ -112,7 +112,9 @@ def test_save_pretrained_reopens_with_transformers(bench, tiny_model, tmp_path):
     res = unlearn(tiny_model, GradDiff(), opt, bench, steps=2, eval_every=2, final_eval=False, progress=False)
     assert res.model is tiny_model and res.tokenizer is bench.tokenizer
     out = res.save_pretrained(tmp_path / "ckpt", manifest={"note": "x"})
-    assert json.loads((out / "manifest.json").read_text()) == {"note": "x"}
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["note"] == "x" and set(man) == {"note", "files"}  # files: sha256 + size of every other file
+    assert {"model.safetensors", "config.json", "log.csv"} <= set(man["files"])
     assert len(pd.read_csv(out / "log.csv")) == 2
     batch = bench.encode_qa(bench.forget[:4])
     want = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -31,6 +31,7 @@ Every error names the setting, the bad value and the fix (:class:`unlearning.Con
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Optional
 
@@ -38,10 +39,20 @@ from pydantic import BeforeValidator, field_validator, model_validator
 
 from .._validate import ConfigError
 from .attacks import AttackSpec, attack_spec, check_bits, check_group_size
-from ..unlearning.config import (F, ObjectiveSpec, OptimizerSpec, Setup, Spec, UnlearnConfig,
+from ..unlearning.config import (SPLITS, F, ObjectiveSpec, OptimizerSpec, Setup, Spec, UnlearnConfig,
                                  check_optimizer)
 
-__all__ = ["OptimizerSpec", "ObjectiveSpec", "DiagnosticsSpec", "StudyConfig", "load_config"]
+__all__ = ["OptimizerSpec", "ObjectiveSpec", "DiagnosticsSpec", "StudyConfig", "load_config", "file_safe"]
+
+
+def file_safe(text: str) -> str:
+    """``text`` as a file name: every character other than letters, digits and ``_.+-`` becomes
+    ``_`` (how run ids are made; :class:`StudyConfig` refuses labels that would collide).
+
+    >>> file_safe("npo__adam (mlp)__s2")
+    'npo__adam__mlp___s2'
+    """
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
 class DiagnosticsSpec(Spec):
@@ -155,12 +166,33 @@ class StudyConfig(Setup):
     diagnostics: Annotated[DiagnosticsSpec, BeforeValidator(_diagnostics)] = F(
         DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if v in ("", ".", "..") or Path(v).name != v or "/" in v or "\\" in v:
+            raise ValueError(f"name must be a plain file name, got {v!r}; it names the default output directory "
+                             "runs/<name> (choose where results go with --out), e.g. name: demo")
+        return v
+
+    @field_validator("eval_splits")
+    @classmethod
+    def _eval_splits(cls, v):
+        bad = [s for s in v if s not in SPLITS]
+        if not v or bad or len(set(v)) != len(v):
+            why = f"unknown {bad}" if bad else "empty" if not v else "duplicates"
+            raise ValueError(f"eval_splits must list splits of {list(SPLITS)}, each once, got {v!r} ({why}); "
+                             "e.g. eval_splits: [forget, forget_para, retain, retain_para]")
+        if "forget" not in v:
+            raise ValueError(f"eval_splits must include 'forget' (the forget accuracy every table reports), got {v!r}; "
+                             "e.g. eval_splits: [forget, retain]")
+        return v
+
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, v):
         if not isinstance(v, list):
             raise ValueError(f"seeds must be a list, got {v!r}; e.g. seeds: [0, 1, 2]")
-        if not v or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v):
+        if not v or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in v):
             raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {v!r}; e.g. seeds: [0, 1, 2]")
         if len(set(v)) != len(v):
             raise ValueError(f"seeds has duplicates: {v!r}; list each seed once")
@@ -192,7 +224,22 @@ class StudyConfig(Setup):
                 check_optimizer(o.name, o.lr, o.optimizer_kwargs)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}".replace("; choose one of:", "; choose from:")) from None
+        self._check_run_ids()
         return self
+
+    def _check_run_ids(self) -> None:
+        """Two entries whose file-safe run ids coincide (``adam 1`` and ``adam_1``) would share one
+        run file: refused, naming both."""
+        for what, keys in (("objectives", [(o.key, o, None) for o in self.objectives]),
+                           ("optimizers", [(o.key, None, o) for o in self.optimizers])):
+            seen = {}
+            for key, obj, opt in keys:
+                rid = file_safe(f"{(obj or self.objectives[0]).key}__{(opt or self.optimizers[0]).key}__s0")
+                if rid in seen:
+                    raise ValueError(f"{what}: {seen[rid]!r} and {key!r} give the same run id {rid!r} (labels are "
+                                     "made file-safe: characters other than letters, digits and _.+- become _); "
+                                     "rename one of them")
+                seen[rid] = key
 
     # ------------------------------------------------------------ runs
     def unlearn_config(self, objective, opt: OptimizerSpec, seed: int, **over) -> UnlearnConfig:
@@ -262,7 +309,7 @@ def load_config(path) -> StudyConfig:
     try:
         d = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None  # one line
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: a study config must be a YAML mapping, got {type(d).__name__}")
     return StudyConfig(**d)

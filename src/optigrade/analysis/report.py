@@ -29,11 +29,13 @@ from ._claims import by_grade as _order
 from ._claims import sentences as _sentences
 
 __all__ = ["summarize", "headline_table", "diagnostics_table", "claim_sentences", "write_report", "load_study",
-           "markdown_summary", "print_summary", "render_block", "update_readme"]
+           "markdown_summary", "print_summary", "render_block", "update_readme", "floor_note"]
 
 #: what a summary row is about: one group of runs differing only in their seed (result columns of
 #: the tidy schema, :mod:`optigrade._tables`, plus the run's labels)
 KEYS = ["objective", "optimizer", "grade", "attack", "attack_kind", "data", "setting_bits", "quantity"]
+#: the utility floors and the base values they were applied to (columns of a study's results)
+_FLOORS = ("utility_floor_retain", "utility_max_ppl_ratio", "base_retain_acc", "base_general_ppl")
 #: the names older study tables used (before the tidy schema), renamed on read
 _RENAMED = {"metric": "quantity", "eval_split": "data", "diag_bits": "setting_bits"}
 
@@ -53,9 +55,11 @@ def _tcrit(n: int) -> float:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% t-interval over seeds (one row per KEYS group), with how many runs did not
-    reach the forget target (``n_capped``: step cap, retain guard or divergence), the mean
-    steps taken and the optimizer's ``family`` (when the results carry it).
+    """Mean and 95% t-interval over seeds (one row per KEYS group), with how many runs are not
+    at matched forgetting (``n_capped``: step cap, retain guard, divergence or, when the results
+    carry ``matched``, a utility floor; ``unmatched``: why, e.g. "ppl 6.2× base"), the mean
+    steps taken, the optimizer's ``family`` and the utility floors with the base values they
+    were applied to (when the results carry them).
 
     >>> s = summarize(_toy_results())
     >>> x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["quantity"] == "forget_acc")]
@@ -67,9 +71,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     df = _tidy(results).copy()
     g = df.groupby(KEYS, dropna=False, sort=False)
     s = g["value"].agg(n="count", mean="mean", sd="std").reset_index()
-    per_run = dict(n_capped=("stop_reason", lambda x: int((x != "target").sum())), steps_mean=("steps", "mean"))
-    if "family" in df:
-        per_run["family"] = ("family", "first")
+    if "matched" in df:
+        df["_why"] = list(zip(df["match_reason"], df["match_detail"]))
+        per_run = dict(n_capped=("matched", lambda x: int((~x.astype(bool)).sum())), unmatched=("_why", _why))
+    else:  # a study written before the utility floors: reaching the target was the match
+        per_run = dict(n_capped=("stop_reason", lambda x: int((x != "target").sum())))
+    per_run.update(steps_mean=("steps", "mean"), n_runs=("run_id", "count"))
+    for c in ("family", *_FLOORS):
+        if c in df:
+            per_run[c] = (c, "first")
     runs = df.drop_duplicates("run_id").groupby(["objective", "optimizer"], dropna=False).agg(**per_run).reset_index()
     s = s.merge(runs, on=["objective", "optimizer"], how="left")
     half = [(_tcrit(int(n)) * sd / math.sqrt(n)) if n >= 2 and sd == sd else float("nan")
@@ -80,6 +90,27 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
+#: how a table names several runs that missed matched forgetting for the same reason
+_WHY = {"ppl-floor": "ppl over the floor", "retain-floor": "retain under the floor", "not-reached": "step cap",
+        "diverged": "diverged", "retain-guard": "retain guard"}
+
+
+def _why(pairs) -> str:
+    """Why a group's runs are not matched, compactly: one run's detail ("ppl 6.2× base"), or the
+    reason with a count ("ppl over the floor ×2, step cap").
+
+    >>> _why([("target", ""), ("ppl-floor", "ppl 6.2× base"), ("not-reached", "step cap")])
+    'ppl 6.2× base, step cap'
+    >>> _why([("ppl-floor", "ppl 6.2× base"), ("ppl-floor", "ppl 2.5× base")])
+    'ppl over the floor ×2'
+    """
+    by = {}
+    for reason, detail in pairs:
+        if reason not in ("target", "reference", ""):
+            by.setdefault(reason, []).append(detail)
+    return ", ".join(d[0] if len(d) == 1 else f"{_WHY.get(r, r)} ×{len(d)}" for r, d in by.items())
+
+
 def load_study(path):
     """``(results, summary)`` of a study directory.  Tables written before the tidy schema get
     its column names (``metric`` → ``quantity``, ``eval_split`` → ``data``, ``diag_bits`` →
@@ -88,6 +119,9 @@ def load_study(path):
 
     Raises:
         FileNotFoundError: no ``results.parquet`` in ``path`` (the message says how to make one).
+        ConfigError: the study in ``path`` is INCOMPLETE (killed, failed or still running), its
+            tables are not the ones it finished with, or a table is damaged
+            (:func:`~optigrade.analysis._studydir.check_complete`).
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
@@ -96,13 +130,24 @@ def load_study(path):
     >>> len(res), "family" in summ
     (24, True)
     """
+    from .._validate import ConfigError
+    from ._studydir import check_complete
+
     p = Path(path)
+    check_complete(p)  # an unfinished study, or tables of another one, is never presented
     res_p, sum_p = p / "results.parquet", p / "summary.parquet"
     if not res_p.exists():
         raise FileNotFoundError(f"{str(p)!r} holds no results.parquet; run `optigrade study CONFIG --out {p}` "
                                 "(or `optigrade demo --out ...`) first")
-    res = _tidy(pd.read_parquet(res_p))
-    summ = _tidy(pd.read_parquet(sum_p)) if sum_p.exists() else None
+    def read(f: Path) -> pd.DataFrame:
+        try:
+            return _tidy(pd.read_parquet(f))
+        except Exception as e:  # pyarrow's ArrowInvalid & co.: a damaged or foreign file
+            raise ConfigError(f"{str(f)!r} is damaged ({type(e).__name__}: {str(e).splitlines()[0]}); rebuild the "
+                              f"tables with `optigrade study CONFIG --out {p} --resume`") from None
+
+    res = read(res_p)
+    summ = read(sum_p) if sum_p.exists() else None
     if summ is None or ("family" in res and "family" not in summ):
         summ = summarize(res)
     return res, summ
@@ -141,7 +186,10 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
             row["steps"] = "0"
         else:
             cap = int(first["n_capped"]) if first["n_capped"] == first["n_capped"] else 0
-            row["steps"] = f"{first['steps_mean']:.0f}" + (f" ({cap}/{int(first['n'])} not matched)" if cap else "")
+            why = first.get("unmatched", "")
+            why = f": {why}" if isinstance(why, str) and why else ""
+            n = int(first["n_runs"]) if "n_runs" in first and first["n_runs"] == first["n_runs"] else int(first["n"])
+            row["steps"] = f"{first['steps_mean']:.0f}" + (f" ({cap}/{n} not matched{why})" if cap else "")
         for a in attacks:
             for split, col in (("all", a), ("forget-half-B", f"{a} (B)")):
                 x = so[(so["attack"] == a) & (so["data"] == split)]
@@ -189,7 +237,7 @@ def _to_md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in df.itertuples(index=False):
-        lines.append("| " + " | ".join("" if v is None else str(v) for v in r) + " |")
+        lines.append("| " + " | ".join("" if v is None else "–" if v != v else str(v) for v in r) + " |")
     return "\n".join(lines)
 
 
@@ -213,7 +261,36 @@ def markdown_summary(summary: pd.DataFrame, objectives: Optional[List[str]] = No
         parts.append(f"**{o}** — forget accuracy (↓ = more forgotten; mean ± 95% CI over seeds)\n")
         parts.append(_to_md(headline_table(summary, o)))
         parts.append("")
+    floors = floor_note(summary)
+    if floors:
+        parts.append(f"_{floors}_\n")
     return "\n".join(parts).strip() + "\n"
+
+
+def floor_note(summary: pd.DataFrame) -> str:
+    """The sentence that says what "matched" meant in a study: the target, the utility floors and
+    the base model's values they were applied to ("" for a study written before the floors).
+
+    >>> s = summarize(_toy_results()).assign(utility_floor_retain=0.5, utility_max_ppl_ratio=2.0,
+    ...                                      base_retain_acc=1.0, base_general_ppl=4.8167)
+    >>> floor_note(s)
+    'Matched = reached the forget target with retain_acc ≥ 0.5 × base 1.00 = 0.50 and general perplexity ≤ 2 × base 4.82 = 9.63; rows marked "not matched" are shown, never ranked.'
+    """
+    if not all(c in summary for c in _FLOORS):
+        return ""
+    s = summary.dropna(subset=["base_retain_acc", "base_general_ppl"], how="all")
+    if s.empty:
+        return ""
+    f = s.iloc[0]
+    parts = []
+    if f["utility_floor_retain"] == f["utility_floor_retain"] and f["base_retain_acc"] == f["base_retain_acc"]:
+        fr, b = float(f["utility_floor_retain"]), float(f["base_retain_acc"])
+        parts.append(f"retain_acc ≥ {fr:g} × base {b:.2f} = {fr * b:.2f}")
+    if f["utility_max_ppl_ratio"] == f["utility_max_ppl_ratio"] and f["base_general_ppl"] == f["base_general_ppl"]:
+        fp, b = float(f["utility_max_ppl_ratio"]), float(f["base_general_ppl"])
+        parts.append(f"general perplexity ≤ {fp:g} × base {b:.2f} = {fp * b:.2f}")
+    floors = f" with {' and '.join(parts)}" if parts else " (no utility floor)"
+    return f'Matched = reached the forget target{floors}; rows marked "not matched" are shown, never ranked.'
 
 
 def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None, model: str = "tiny") -> List[str]:
@@ -254,15 +331,21 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
              f"{(meta or {}).get('seconds', float('nan'))} s. Retain metrics are scored on fixed subsets "
              f"(eval_retain={getattr(cfg, 'eval_retain', '?')}); relearn with protocol=half is measured on the "
              f"held-out half B of the forget entities (column '(B)', with the unattacked value 'none (B)').")
-    runs_t = unl.groupby(["objective", "optimizer"], sort=False).agg(
-        grade=("grade", "first"), lr=("lr", "first"), cap=("step_cap", "first"), steps_mean=("steps", "mean"),
-        capped=("stop_reason", lambda x: int((x != "target").sum())), n=("seed", "count"),
-        seconds=("unlearn_seconds", "mean")).reset_index()
+    agg = dict(grade=("grade", "first"), lr=("lr", "first"), cap=("step_cap", "first"), steps_mean=("steps", "mean"))
+    if "matched" in unl:
+        unl = unl.assign(_why=list(zip(unl["match_reason"], unl["match_detail"])))
+        agg.update(capped=("matched", lambda x: int((~x.astype(bool)).sum())), why=("_why", _why))
+    else:
+        agg["capped"] = ("stop_reason", lambda x: int((x != "target").sum()))
+    agg.update(n=("seed", "count"), seconds=("unlearn_seconds", "mean"))
+    runs_t = unl.groupby(["objective", "optimizer"], sort=False).agg(**agg).reset_index()
+    floors = floor_note(summary)
     sections = [
         _Section("Setup", intro, None),
-        _Section("Matched forgetting (steps to target; capped = did not reach it)",
-                 "Rows with capped > 0 did not reach the target (step cap, retain guard or divergence): they "
-                 "are not at matched forgetting.", runs_t.round({"steps_mean": 1, "seconds": 1})),
+        _Section("Matched forgetting (steps to target; capped = not matched)",
+                 "Rows with capped > 0 are not at matched forgetting (step cap, retain guard, divergence or a "
+                 "utility floor; 'why' says which)." + (f" {floors}" if floors else " They are never ranked."),
+                 runs_t.round({"steps_mean": 1, "seconds": 1})),
         _Section("What the numbers say about the grade claim",
                  " ".join(claim_sentences(summary, model=getattr(cfg, "model", "tiny"))), None)]
     for o in objs:
@@ -298,9 +381,21 @@ def _html(sections: List[_Section]) -> str:
         if text:
             h.append(f"<p>{html.escape(text).replace('**', '')}</p>")
         if df is not None:
-            h.append(df.to_html(index=False, border=0, na_rep="–"))
+            h.append(_grey_unmatched(df.to_html(index=False, border=0, na_rep="–")))
     h.append("</body></html>")
     return "\n".join(h)
+
+
+def _grey_unmatched(table: str) -> str:
+    """``table`` (HTML) with the rows that say "not matched" greyed out.
+
+    >>> _grey_unmatched("<tr>\\n<td>a</td></tr><tr>\\n<td>5 (1/2 not matched)</td></tr>").count("color:#999")
+    1
+    """
+    import re
+
+    return re.sub(r"<tr>((?:(?!</tr>).)*not matched(?:(?!</tr>).)*)</tr>", r'<tr style="color:#999">\1</tr>', table,
+                  flags=re.S)
 
 
 def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> Path:
@@ -339,14 +434,15 @@ def print_summary(result, cfg, file=None) -> None:
     ...
     - For npo, every optimizer reached the forget target in every seed, so the rows compare matched forgetting.
     ...
-    2 run(s) computed, 0 reused, 12 s; 0 not at matched forgetting (step cap / retain guard); results under runs/toy
+    2 run(s) computed, 0 reused, 12 s; 0 not at matched forgetting (step cap / retain guard / divergence / utility floor); results under runs/toy
     """
     file = sys.stdout if file is None else file
     print(markdown_summary(result.summary), file=file)
     for s in claim_sentences(result.summary, model=cfg.model):
         print("-", s, file=file)
     print(f"\n{len(result.computed)} run(s) computed, {len(result.skipped)} reused, {result.seconds:.0f} s; "
-          f"{len(result.capped)} not at matched forgetting (step cap / retain guard); results under {result.out}",
+          f"{len(result.capped)} not at matched forgetting (step cap / retain guard / divergence / utility floor); "
+          f"results under {result.out}",
           file=file)
 
 

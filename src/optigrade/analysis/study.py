@@ -11,11 +11,21 @@ For every objective × optimizer × seed, :func:`run_study`
 3. computes the mechanism diagnostics (:mod:`analysis.diagnostics`) against the base model;
 4. writes the run's tidy rows atomically to ``OUT/runs/<run_id>.parquet``.
 
+A diverged run (non-finite loss or weights) gets NaN values, no attack and no diagnostics.  When
+the rows are gathered every run is judged (``matched``, ``match_reason``, ``match_detail``):
+matched means it reached the target *and* kept retain accuracy and general perplexity within the
+study's utility floors relative to the base model (``utility_floor_retain``,
+``utility_max_ppl_ratio``; :func:`optigrade.unlearning.loop.match_status`).  The floors judge, they
+change no number and are not part of the run hash, so ``resume`` with other floors relabels.
+
 Finished runs are skipped on ``resume`` when their stored config hash matches.  At the end the
 per-run files are gathered into ``OUT/results.{parquet,csv}`` (one row per run × attack ×
 quantity in the one tidy schema of :mod:`optigrade._tables`: ``subject``, ``data``,
 ``quantity``, ``value``, ..., every setting a column), ``OUT/summary.{parquet,csv}`` (mean and 95% t-interval over
-seeds) and the report ``OUT/report.{md,html}``.
+seeds) and the report ``OUT/report.{md,html}``.  ``OUT/study.json`` says whose the directory is
+and where its study stands: written first (status "running", once the config has passed every
+check), sealed last (status "complete", with the tables' sha256), so a killed study is never
+reported as finished (:mod:`._studydir`); one process at a time writes ``OUT`` (a lock).
 
 Deterministic per seed: data order, ZO directions (the optimizer's ``seed``), relearning and
 noise all derive from the run's seed through local generators; timings are the only
@@ -37,15 +47,17 @@ from typing import Dict, List, Optional
 import pandas as pd
 import torch
 
-from .._files import atomic_write_json, atomic_write_parquet, atomic_write_text, model_fingerprint
+from .._files import atomic_write_json, atomic_write_parquet, atomic_write_text, check_out, model_fingerprint, \
+    output_lock
 from .._tables import HEAD_COLUMNS, SETTING_PREFIX
 from .._validate import ConfigError
 from .. import optimizers
 
 from ..unlearning.config import Setup
 from .attacks import AttackSpec, apply_attack, bin_crossing_gguf, forget_halves, half_view
-from .config import OptimizerSpec, StudyConfig
+from .config import OptimizerSpec, StudyConfig, file_safe
 from .diagnostics import diagnose
+from ._studydir import finish_study, start_study, study_mode
 
 __all__ = ["run_study", "StudyResult", "EvalBudget", "run_id", "ATTACK_COLUMNS"]
 
@@ -114,25 +126,56 @@ def run_id(objective, opt: OptimizerSpec, seed: int) -> str:
     >>> run_id("npo", OptimizerSpec(name="adam", label="adam (mlp)", lr=1e-3), 2)
     'npo__adam__mlp___s2'
     """
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{_objective_key(objective)}__{opt.key}__s{seed}")
+    return file_safe(f"{_objective_key(objective)}__{opt.key}__s{seed}")
 
 
 def _objective_key(objective) -> str:
     return objective if isinstance(objective, str) else objective.key
 
 
+#: Setup fields that judge a run's results (matched or not) without changing what it computes:
+#: applied when the results are gathered, so they stay out of the run hash
+_JUDGMENT = ("utility_floor_retain", "utility_max_ppl_ratio")
 #: StudyConfig fields that change what a run computes (beyond its optimizer, objective, seed)
-_SHARED = (*Setup.model_fields, "eval_retain", "eval_general", "eval_splits", "attacks", "diagnostics")
+_SHARED = (*(k for k in Setup.model_fields if k not in _JUDGMENT), "eval_retain", "eval_general", "eval_splits",
+           "attacks", "diagnostics")
 
 
-def _run_hash(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int) -> str:
+def _run_hash(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, env: dict) -> str:
+    """Hash of everything a run's numbers depend on: the shared settings, the objective, the
+    optimizer, the seed and ``env`` (:func:`_environment`: the base weights' sha256, torch
+    version, CPU capability)."""
     d = cfg.to_dict()
     shared = {k: d[k] for k in _SHARED}
     obj = objective if isinstance(objective, str) else objective.to_yaml()
     blob = json.dumps({"v": VERSION, "shared": shared, "objective": obj,
                        "opt": {**opt.to_dict(), "label": opt.key},
-                       "seed": seed}, sort_keys=True, default=str)
+                       "seed": seed, "env": env}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _environment(base) -> dict:
+    """The columns every row of a study carries about where its numbers come from: the full
+    sha256 of the base model's weights (for the shipped tiny base, ``weights_sha256`` of its
+    ``recipe.json``), the torch version and the CPU capability (its kernels round differently)."""
+    from optigrade.unlearning.run import base_sha256
+
+    return {"base_sha256": base_sha256(base), "torch_version": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _check_same_base(runs_dir: Path, env: dict) -> None:
+    """Refuse to resume into run files computed on another base model (before any work)."""
+    for path in sorted(runs_dir.glob("*.parquet")):
+        try:
+            old = pd.read_parquet(path, columns=["base_sha256"])["base_sha256"]
+        except Exception:  # unreadable, or written before base_sha256 existed: its hash differs, it is recomputed
+            continue
+        if len(old) and old.iloc[0] != env["base_sha256"]:
+            raise ConfigError(
+                f"--resume would mix base models: {str(path)!r} was computed on a base with sha256 {old.iloc[0]}, "
+                f"the base loaded now has sha256 {env['base_sha256']}; resume on the base those runs used, or pass "
+                f"--overwrite to recompute every run (or choose another --out)")
 
 
 def _attack_columns(a: Optional[AttackSpec]) -> dict:
@@ -207,7 +250,7 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
 
 # ----------------------------------------------------------------------------- one run
 def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
-             progress: bool) -> pd.DataFrame:
+             progress: bool, env: dict) -> pd.DataFrame:
     t0 = time.perf_counter()
     info = optimizers.info(opt.name)
     grade, family = info.grade, info.family
@@ -219,8 +262,8 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
         p.requires_grad_(True)
     log = res.log
     checks = log.dropna(subset=["forget_acc"]) if "forget_acc" in log else log.iloc[:0]
-    common = {"run_id": run_id(objective, opt, seed), "config_hash": _run_hash(cfg, objective, opt, seed),
-              "study": cfg.name, "model": cfg.model, "objective": _objective_key(objective), "optimizer": opt.key, "optimizer_name": opt.name,
+    common = {"run_id": run_id(objective, opt, seed), "config_hash": _run_hash(cfg, objective, opt, seed, env),
+              "study": cfg.name, "model": cfg.model, **env, "objective": _objective_key(objective), "optimizer": opt.key, "optimizer_name": opt.name,
               "grade": float(grade), "family": family, "seed": int(seed), "lr": float(opt.lr),
               "optimizer_kwargs": json.dumps(kw, sort_keys=True, default=str), "step_cap": int(opt.steps),
               "eval_every": int(ucfg.eval_every), "target": float(cfg.target), "steps": int(res.steps),
@@ -232,7 +275,12 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
               if len(checks) else "[]",
               "n_loss": int(log["n_loss"].sum()) if "n_loss" in log else 0,
               "n_grad": int(log["n_grad"].sum()) if "n_grad" in log else 0,
-              "unlearn_seconds": float(res.seconds)}
+              "unlearn_seconds": float(res.seconds), "stop_note": res.note}
+    if res.diverged:  # NaN weights would score as perfect forgetting: no numbers, no attacks, no diagnostics
+        nan = {k: float("nan") for k in bench.evaluate(base)}  # the base's metric names (cached)
+        df = _frame(_metric_rows({**common, **_attack_columns(None)}, nan, "all", "unlearned"))
+        df["run_seconds"] = time.perf_counter() - t0
+        return df
     rows = _attack_all(cfg, model, bench, seed, common, False)
     if cfg.diagnostics.enabled:
         d = diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size, cfg.diagnostics.symmetric,
@@ -257,14 +305,14 @@ def _unlearn(ucfg, bench, model, progress):
                        final_eval=False)
 
 
-def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool) -> pd.DataFrame:
+def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool, env: dict) -> pd.DataFrame:
     seed = cfg.seeds[0]
-    common = {"run_id": "reference", "config_hash": _run_hash(cfg, "none", _ORIGINAL, seed),
-              "study": cfg.name, "model": cfg.model, "objective": "none", "optimizer": "original", "optimizer_name": "original",
+    common = {"run_id": "reference", "config_hash": _run_hash(cfg, "none", _ORIGINAL, seed, env),
+              "study": cfg.name, "model": cfg.model, **env, "objective": "none", "optimizer": "original", "optimizer_name": "original",
               "grade": float("nan"), "family": "", "seed": int(seed), "lr": float("nan"),
               "optimizer_kwargs": "{}", "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
               "stop_reason": "none", "reached_target": False, "params": "", "retain_floor": float("nan"),
-              "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0}
+              "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0, "stop_note": ""}
     t0 = time.perf_counter()
     df = _frame(_attack_all(cfg, base, bench, seed, common, progress, unlearned=False))
     df["run_seconds"] = time.perf_counter() - t0
@@ -323,7 +371,8 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
 
     Args:
         resume: reuse finished runs whose config hash matches (others are recomputed).
-        overwrite: delete earlier per-run results first.
+        overwrite: discard the earlier study in ``out`` (its runs and tables; never a file a study
+            does not write), once ``cfg`` has been validated against the model.
         base, benchmark: reuse an already built base model / benchmark (tests).
         threads: torch intra-op threads during the study (default: ``cfg.threads``; 1 is fastest
             for the tiny model on a shared machine; restored afterwards).  None leaves torch's
@@ -338,62 +387,75 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     >>> run_study(cfg, out, resume=True, progress=False, base=model, benchmark=bench).skipped
     ['reference', 'npo__adam__s0']
     """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other (--resume reuses the finished runs in "
+                          "--out, --overwrite discards them); pass one of them")
+    out = check_out(out, overwrite=overwrite, inside=("runs",))  # a file, inside a file, `.` + --overwrite, read-only
+    with output_lock(out):  # another study on this --out: told now, before any work
+        mode = study_mode(out, resume, overwrite)  # a non-study directory, or runs without --resume / --overwrite
+        return _run_study(cfg, out, mode, resume, progress, base, benchmark, threads)
+
+
+def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: bool, base, benchmark,
+               threads) -> StudyResult:
+    """:func:`run_study` holding the output's lock, after its directory checks: nothing in
+    ``out`` changes before ``cfg`` is validated against the model (:func:`prepare`)."""
     from tqdm.auto import tqdm
 
     from .report import summarize, write_report
 
-    out = Path(out)
     runs_dir = out / "runs"
-    if runs_dir.exists() and any(runs_dir.glob("*.parquet")):
-        if overwrite:
-            shutil.rmtree(runs_dir)
-        elif not resume:
-            raise ConfigError(f"{str(out)!r} already holds study runs; pass --resume to finish/reuse them "
-                              "or --overwrite to start over (or choose another --out)")
     threads = cfg.threads if threads is _DEFAULT else threads
     base, bench = prepare(cfg, progress, base, benchmark)
+    env = _environment(base)
+    if resume and runs_dir.exists():
+        _check_same_base(runs_dir, env)
     ebench = EvalBudget(bench, cfg.eval_retain, cfg.eval_general, cfg.eval_splits)
     import yaml
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # study.json "running" first, then the last study's tables (and, --overwrite, its runs) go, then config.yaml
+    marker = start_study(out, yaml.safe_dump(cfg.to_dict(), sort_keys=False), cfg.name, mode)
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     jobs = [(o, opt, s) for o in cfg.objectives for opt in cfg.optimizers for s in cfg.seeds]
     computed, skipped, capped, frames = [], [], [], []
+    base_m = ebench.evaluate(base)  # the utility floors' reference (cached: the reference rows reuse it)
     try:
         if cfg.reference:
             path = runs_dir / "reference.parquet"
-            h = _run_hash(cfg, "none", _ORIGINAL, cfg.seeds[0])
+            h = _run_hash(cfg, "none", _ORIGINAL, cfg.seeds[0], env)
             df = _load_if_fresh(path, h) if resume else None
             if df is None:
-                df = _reference_rows(cfg, base, ebench, progress)
+                df = _reference_rows(cfg, base, ebench, progress, env)
                 atomic_write_parquet(df, path)
                 computed.append("reference")
             else:
                 skipped.append("reference")
-            frames.append(df)
+            frames.append(_judge(df, cfg, base_m))
         bar = tqdm(jobs, desc=f"study {cfg.name}", disable=not progress)
         for objective, opt, seed in bar:
             rid = run_id(objective, opt, seed)
             bar.set_postfix_str(rid)
             path = runs_dir / f"{rid}.parquet"
-            df = _load_if_fresh(path, _run_hash(cfg, objective, opt, seed)) if resume else None
+            df = _load_if_fresh(path, _run_hash(cfg, objective, opt, seed, env)) if resume else None
             if df is None:
-                df = _one_run(cfg, objective, opt, seed, base, ebench, progress)
+                df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env)
                 atomic_write_parquet(df, path)
                 computed.append(rid)
             else:
                 skipped.append(rid)
-            why = df["stop_reason"].iloc[0]
-            if why != "target":
+            df = _judge(df, cfg, base_m)
+            if not df["matched"].iloc[0]:
                 capped.append(rid)
-                how = {"budget": f"hit the step cap ({int(df['step_cap'].iloc[0])})",
+                why, detail = df["match_reason"].iloc[0], df["match_detail"].iloc[0]
+                how = {"not-reached": f"hit the step cap ({int(df['step_cap'].iloc[0])}) before {cfg.metric} <= "
+                                      f"{cfg.target}",
                        "retain-guard": f"was stopped by the retain guard (retain_acc < {df['retain_floor'].iloc[0]})",
-                       }.get(why, f"stopped ({why})")
-                msg = f"run {rid}: {how} before {cfg.metric} <= {cfg.target}; it is NOT at matched forgetting"
+                       "diverged": f"diverged ({df['stop_note'].iloc[0]}); lower its lr",
+                       }.get(why, f"reached the target but lost utility ({detail})")
+                msg = f"run {rid}: {how}; it is NOT at matched forgetting"
                 (tqdm.write if progress else print)(msg)
             frames.append(df)
     finally:
@@ -408,10 +470,33 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     from optigrade.unlearning.run import versions
 
     meta = {"name": cfg.name, "seconds": round(seconds, 1), "computed": computed, "skipped": skipped,
-            "capped": capped, "threads": threads, "versions": versions()}
-    atomic_write_json(out / "study.json", meta)
+            "capped": capped, "threads": threads, "base_sha256": env["base_sha256"], "versions": versions()}
     write_report(out, results, summary, cfg, meta)
+    finish_study(out, marker, meta)  # last: study.json "complete", with the sha256 of the tables it vouches for
     return StudyResult(out, results, summary, computed, skipped, seconds, capped)
+
+
+def _judge(df: pd.DataFrame, cfg: Setup, base: Dict[str, float]) -> pd.DataFrame:
+    """One run's rows with ``matched`` / ``match_reason`` / ``match_detail``
+    (:func:`~optigrade.unlearning.loop.match_status` of its unattacked metrics against the base
+    model's ``base``) and the floors used (``utility_*``, ``base_retain_acc``, ``base_general_ppl``).
+    The reference rows are never matched (``match_reason`` "reference")."""
+    from ..unlearning.loop import match_status
+
+    df = df.copy()
+    if df["run_id"].iloc[0] == "reference":
+        ok, why, detail = False, "reference", ""
+    else:
+        none = df[(df["attack"] == "none") & (df["data"] == "all") & (df["subject"] == "unlearned")]
+        ok, why, detail = match_status(str(df["stop_reason"].iloc[0]), dict(zip(none["quantity"], none["value"])),
+                                       base, cfg.utility_floor_retain, cfg.utility_max_ppl_ratio)
+    df["matched"], df["match_reason"], df["match_detail"] = bool(ok), why, detail
+    for k in _JUDGMENT:
+        v = getattr(cfg, k)
+        df[k] = float("nan") if v is None else float(v)
+    df["base_retain_acc"] = float(base.get("retain_acc", float("nan")))
+    df["base_general_ppl"] = float(base.get("general_ppl", float("nan")))
+    return df
 
 
 def _load_if_fresh(path: Path, h: str) -> Optional[pd.DataFrame]:

@@ -6,8 +6,8 @@ Three registries name what a config can ask for; each implementation registers i
     >>> BENCHMARKS.names(), MODELS.names(), OBJECTIVES.names()
     (['smollm2-facts', 'synthetic'], ['smollm2', 'tiny'], ['ga', 'graddiff', 'npo', 'simnpo', 'wga'])
 
-A run on the embedded default (``pretrained_tiny`` pretrains for about a minute on first use,
-then loads from the cache)::
+A run on the embedded default (``pretrained_tiny`` loads the tiny base shipped with the package,
+sha256-checked; other settings are pretrained on first use and cached)::
 
     >>> from optigrade.unlearning import SyntheticFacts, pretrained_tiny, NPO, unlearn
     >>> from optigrade import optimizers

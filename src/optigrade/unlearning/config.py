@@ -32,7 +32,8 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Dict, List, Literal, Optional
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Dict, List, Literal, Optional, Union, get_args, get_origin
 
 
 
@@ -43,10 +44,13 @@ from .._select import check_pattern
 from .._validate import ConfigError
 
 __all__ = ["Spec", "Setup", "UnlearnConfig", "OptimizerSpec", "ObjectiveSpec", "format_errors",
-           "DEVICES", "DTYPES"]
+           "DEVICES", "DTYPES", "SPLITS", "METRICS"]
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
+#: the evaluation splits every registered benchmark has, and the forget metrics a target can apply to
+SPLITS = ("forget", "forget_para", "retain", "retain_para")
+METRICS = ("forget_acc", "forget_para_acc")
 
 
 # ----------------------------------------------------------------------------- error style
@@ -147,6 +151,13 @@ def _meaning(field) -> str:
     return f"; e.g. {ex}" if ex is not None else ""
 
 
+def _number_kinds(ann) -> set:
+    """The types of ``ann`` (``int``, ``Optional[float]``, ...) when it is a number field, else empty
+    (``List[int]`` is a list, not a number)."""
+    args = set(get_args(ann)) if get_origin(ann) in (Union, UnionType) else {ann}
+    return args if args & {int, float} else set()
+
+
 def _inner_model(ann):
     """The BaseModel inside ``ann`` (``X``, ``Optional[X]``, ``List[X]``), else None."""
     if isinstance(ann, type) and issubclass(ann, BaseModel):
@@ -191,6 +202,24 @@ class Spec(BaseModel):
 
     #: old key -> (new key, how to translate), accepted for one release with a warning
     _legacy: ClassVar[Dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_stay_numbers(cls, data):
+        """A bool or a string is refused where a number is expected (pydantic's lax mode would
+        read ``steps: true`` as 1 and ``seed: "0"`` as 0)."""
+        if not isinstance(data, dict):
+            return data
+        for name, v in data.items():
+            f = cls.model_fields.get(name)
+            if f is None or not isinstance(v, (bool, str)) or any(isinstance(m, BeforeValidator) for m in f.metadata):
+                continue  # (a field with its own before-validator, e.g. steps, words its own message)
+            kinds = _number_kinds(f.annotation)
+            if not kinds or type(v) in kinds:
+                continue
+            what = "an integer" if float not in kinds else "a number"
+            raise ValueError(f"{name} must be {what}, got {v!r}{_meaning(f)}")
+        return data
 
     def __init__(self, **data):
         data = self._translate_legacy(data)
@@ -271,7 +300,13 @@ ParamsRegex = Annotated[Optional[str], AfterValidator(_regex)]
 # ----------------------------------------------------------------------------- the configs
 class Setup(Spec):
     """What every run of a study shares: the model, the benchmark, the matched-forgetting
-    protocol (target metric, evaluation interval, retain guard) and where it runs.
+    protocol (target metric, evaluation interval, retain guard, utility floors) and where it runs.
+
+    A run is at *matched forgetting* when it stopped on the target and its utility stayed above
+    the floors, relative to the base model (:func:`optigrade.unlearning.loop.match_status`):
+    ``retain_acc >= utility_floor_retain × base`` and ``general_ppl <= utility_max_ppl_ratio ×
+    base``.  The floors judge the final metrics; they never stop or change a run (the
+    ``retain_floor`` guard does stop it).
 
     >>> s = Setup(benchmark_kwargs={"n_entities": 40}, target=0.2, device="cpu")
     >>> s.model, s.benchmark, s.forget_fraction, s.dtype
@@ -294,6 +329,13 @@ class Setup(Spec):
     batch_size: int = F(16, "forget / retain examples per step", 16, ge=1)
     retain_floor: Optional[float] = F(None, "stop a run whose retain accuracy falls below this "
                                       "(stop_reason 'retain-guard'; not matched forgetting)", 0.75, ge=0, le=1)
+    utility_floor_retain: Optional[float] = F(
+        0.5, "matched forgetting also needs retain_acc >= this fraction of the base model's (0.5: a run "
+        "keeping under half the base retain accuracy is not matched); null: no retain floor", 0.5, ge=0, le=1,
+        allow_inf_nan=False)
+    utility_max_ppl_ratio: Optional[float] = F(
+        2.0, "matched forgetting also needs general-text perplexity <= this multiple of the base model's "
+        "(2.0: base 4.8 allows up to 9.6); null: no perplexity floor", 2.0, ge=1, allow_inf_nan=False)
     device: str = F("cpu", f"where the model runs: {', '.join(DEVICES)}", "cpu")
     dtype: Optional[Literal[DTYPES]] = F(None, f"the model's dtype: {', '.join(DTYPES)}; null keeps the checkpoint's",
                              "float32")
@@ -326,6 +368,14 @@ class Setup(Spec):
         if name == "retain_floor" and _num(v) and not 0 <= v <= 1:
             raise ValueError(f"retain_floor must be in [0, 1], got {v!r}; e.g. 0.75 stops a run whose retain "
                              "accuracy falls below 75%")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v):
+        if v not in METRICS:
+            raise ValueError(f"metric must be one of {list(METRICS)}, got {v!r}; the forget accuracy the target "
+                             "applies to (lower = more forgotten), e.g. metric: forget_acc")
         return v
 
     @field_validator("device")
@@ -402,8 +452,19 @@ class UnlearnConfig(Setup):
     optimizer_kwargs: Dict[str, Any] = F({}, "optimizer hyperparameters", "{mu: 1.0e-3}")
     seed: int = F(0, "the run's seed (data order, ZO directions)", 0, ge=0)
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_fits(cls, v):
+        if v >= 2**63:  # torch's generators take a signed 64-bit seed
+            raise ValueError(f"seed must be < 2**63, got {v}; the run's seed (data order, ZO directions), e.g. 0")
+        return v
+
     @model_validator(mode="after")
     def _run_checks(self):
+        if self.target is not None and self.steps < self.eval_every:
+            raise ValueError(f"steps={self.steps} < eval_every={self.eval_every}: the target {self.target} is "
+                             f"checked only at the last step; raise steps to >= {self.eval_every} or lower "
+                             "eval_every (as a study requires)")
         check_objective(self.objective, self.objective_kwargs)
         check_optimizer(self.optimizer, self.lr, self.optimizer_kwargs)
         return self

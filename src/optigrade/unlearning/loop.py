@@ -14,6 +14,16 @@ Stopping: with ``target`` set, the forget metric (``forget_acc`` by default) is 
 hybrid run always ends on a zeroth-order step (the paper's rule).  Comparing optimizers at
 matched forgetting needs the target; the budget acts as a cap that is reported when hit.
 
+Divergence: a non-finite loss (checked every step) or non-finite weights (checked at every
+evaluation and at the end) stop the run with ``stop_reason="diverged"``; such a model is not
+scored (its accuracy would read as perfect forgetting) and :func:`match_status` never counts
+it as matched.  ``run_unlearn`` refuses to save it (:class:`RunDiverged`).
+
+Matched forgetting (:func:`match_status`): the run reached the target *and* kept its utility:
+retain accuracy >= ``utility_floor_retain`` × the base model's and general-text perplexity
+<= ``utility_max_ppl_ratio`` × the base model's (the :class:`~optigrade.unlearning.config.Setup`
+fields; a judgment on the final metrics, so it never changes what a run computes).
+
 Batches are built on the model's device; the data order comes from a CPU ``torch.Generator``
 seeded with ``seed``, so the same seed gives the same batches on every device.
 """
@@ -21,10 +31,11 @@ seeded with ``seed``, so the same seed gives the same batches on every device.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import pandas as pd
 import torch
@@ -32,12 +43,25 @@ import torch
 from optigrade.optimizers import Closure
 
 from .._device import model_device
-from .._files import atomic_dir, atomic_write_json
+from .._files import atomic_dir, atomic_write_json, file_hashes
 from .._lm import lm_logits, mean_nll, shifted
 from .benchmarks.base import Benchmark
 from .objectives import Objective, Reference
 
-__all__ = ["unlearn", "UnlearnResult"]
+__all__ = ["unlearn", "UnlearnResult", "RunDiverged", "match_status", "MATCH_REASONS"]
+
+#: why a run is or is not at matched forgetting (:func:`match_status`)
+MATCH_REASONS = ("target", "not-reached", "retain-floor", "ppl-floor", "diverged", "retain-guard")
+
+
+class RunDiverged(RuntimeError):
+    """The run's loss or weights became non-finite (``stop_reason="diverged"``); raised by
+    :func:`~optigrade.unlearning.run.run_unlearn` instead of saving the model.  ``result``
+    holds the :class:`UnlearnResult` (its log shows where it happened)."""
+
+    def __init__(self, message: str, result: "UnlearnResult" = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -73,37 +97,134 @@ class UnlearnResult:
     seconds: float = 0.0
     metrics_before: Dict[str, float] = field(default_factory=dict)
     tokenizer: Any = None
+    note: str = ""  # what stopped a diverged run, e.g. "loss nan at step 3"
+    matched: Optional[bool] = None  # match_status against the base model (set by run_unlearn when it scored both)
+    match_reason: str = ""
 
     @property
     def reached_target(self) -> bool:
         return self.stop_reason == "target"
 
+    @property
+    def diverged(self) -> bool:
+        return self.stop_reason == "diverged"
+
     def summary(self) -> dict:
         """The run's outcome as JSON-able values (the default manifest)."""
-        return {"steps": self.steps, "stop_reason": self.stop_reason, "metrics_before": self.metrics_before,
-                "metrics_after": self.metrics, "seconds": round(self.seconds, 3)}
+        out = {"steps": self.steps, "stop_reason": self.stop_reason, "metrics_before": self.metrics_before,
+               "metrics_after": self.metrics, "seconds": round(self.seconds, 3)}
+        if self.note:
+            out["note"] = self.note
+        return out
 
     def save_pretrained(self, path, tokenizer=None, manifest: Optional[dict] = None,
                         overwrite: bool = False) -> Path:
         """Write the model (safetensors), the tokenizer (``tokenizer``, else the benchmark's kept
         here), ``manifest.json`` (``manifest``, default :meth:`summary`) and ``log.csv`` to
-        ``path`` atomically: nothing is left half-written, and a non-empty ``path`` is refused
-        unless ``overwrite``.  The directory opens with ``AutoModelForCausalLM`` /
-        ``AutoTokenizer.from_pretrained`` and with :func:`optigrade.unlearning.models.load`.
+        ``path`` atomically (fsynced, then swapped in; see :func:`optigrade._files.atomic_dir`):
+        nothing is left half-written, and a non-empty ``path`` is refused unless ``overwrite``
+        (and even then unless it holds a ``manifest.json``: only optigrade's own checkpoints are
+        replaced).  The manifest's ``files`` records the sha256 and size of every other file,
+        which :func:`optigrade.unlearning.models.load` checks.  The directory opens with
+        ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` and with
+        :func:`optigrade.unlearning.models.load`.
 
         Raises:
-            FileExistsError: ``path`` exists, is not empty and ``overwrite`` is False.
+            FileExistsError: ``path`` exists, is not empty and ``overwrite`` is False, or it is
+                not an optigrade checkpoint.
         """
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         path = Path(path)
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_dir(path, overwrite=overwrite, marker="manifest.json") as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             if self.log is not None:
                 self.log.to_csv(tmp / "log.csv", index=False)
-            atomic_write_json(tmp / "manifest.json", manifest if manifest is not None else self.summary())
+            doc = dict(manifest if manifest is not None else self.summary())
+            doc["files"] = file_hashes(tmp, exclude=("manifest.json",))
+            atomic_write_json(tmp / "manifest.json", doc)
         return path
+
+
+def _finite(params: Sequence[torch.Tensor]) -> bool:
+    """Whether every entry of ``params`` is finite (one pass per tensor, no copy of the model)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def match_status(stop_reason: str, metrics: Dict[str, float], base: Dict[str, float],
+                 utility_floor_retain: Optional[float] = 0.5,
+                 utility_max_ppl_ratio: Optional[float] = 2.0) -> Tuple[bool, str, str]:
+    """``(matched, reason, detail)``: is a run at matched forgetting?
+
+    Matched means the run stopped on the target (``stop_reason == "target"``) *and* its utility
+    stayed above the floors, relative to the base (unlearning's starting) model:
+
+    * ``retain_acc >= utility_floor_retain × base retain_acc``
+    * ``general_ppl <= utility_max_ppl_ratio × base general_ppl`` (a NaN perplexity fails)
+
+    A floor that is None, or whose metric is missing from ``metrics`` or ``base``, is not
+    applied.  ``reason`` is one of :data:`MATCH_REASONS`: ``"target"`` (matched),
+    ``"not-reached"`` (step cap), ``"diverged"``, ``"retain-guard"``, ``"retain-floor"``,
+    ``"ppl-floor"``; ``detail`` says it in a few words for tables.
+
+    >>> base = {"retain_acc": 1.0, "general_ppl": 4.8}
+    >>> match_status("target", {"retain_acc": 0.9, "general_ppl": 7.0}, base)
+    (True, 'target', '')
+    >>> match_status("target", {"retain_acc": 0.0, "general_ppl": 399.0}, base)   # a collapsed model
+    (False, 'retain-floor', 'retain 0.00 < 0.5 × 1.00')
+    >>> match_status("target", {"retain_acc": 0.9, "general_ppl": 30.0}, base)
+    (False, 'ppl-floor', 'ppl 6.2× base')
+    >>> match_status("target", {"retain_acc": 0.9, "general_ppl": 30.0}, base, utility_max_ppl_ratio=None)
+    (True, 'target', '')
+    >>> match_status("budget", {}, base)[1:], match_status("diverged", {}, base)[1:]
+    (('not-reached', 'step cap'), ('diverged', 'diverged'))
+    """
+    if stop_reason != "target":
+        reason = {"budget": "not-reached", "diverged": "diverged", "retain-guard": "retain-guard"}.get(
+            stop_reason, "not-reached")
+        return False, reason, {"not-reached": "step cap", "retain-guard": "retain guard"}.get(reason, reason)
+    r, r0 = metrics.get("retain_acc"), base.get("retain_acc")
+    if utility_floor_retain is not None and r is not None and r0 is not None and r0 == r0:
+        if not r >= utility_floor_retain * r0:
+            return False, "retain-floor", f"retain {r:.2f} < {utility_floor_retain:g} × {r0:.2f}"
+    q, q0 = metrics.get("general_ppl"), base.get("general_ppl")
+    if utility_max_ppl_ratio is not None and q is not None and q0 is not None and q0 == q0 and q0 > 0:
+        if not q <= utility_max_ppl_ratio * q0:
+            return False, "ppl-floor", f"ppl {q / q0:.1f}× base" if q == q else "ppl nan"
+    return True, "target", ""
+
+
+def _int_arg(name: str, v, low: int, meaning: str, fix) -> None:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {v!r}; {meaning}, e.g. {name}={fix}")
+
+
+def _check_args(benchmark, steps, target, metric, eval_every, batch_size, seed, eval_retain, retain_floor) -> str:
+    """Refuse bad arguments of :func:`unlearn` before any work (the library twin of the config's
+    checks); returns the split the target ``metric`` is computed on."""
+    _int_arg("steps", steps, 1, "the step budget", 200)
+    _int_arg("eval_every", eval_every, 1, "evaluate (and check the target) every N steps", 5)
+    _int_arg("batch_size", batch_size, 1, "forget / retain examples per step", 16)
+    _int_arg("seed", seed, 0, "the data-order seed", 0)
+    if eval_retain is not None:
+        _int_arg("eval_retain", eval_retain, 1, "retain examples scored at each evaluation (None: all)", 200)
+    splits = [k for k in getattr(benchmark, "splits", {}) if k.startswith("forget")]
+    known = [f"{k}_acc" for k in splits]
+    if metric not in known:
+        raise ValueError(f"metric must be one of {known}, got {metric!r}; the forget accuracy compared with "
+                         "target (lower = more forgotten), e.g. metric='forget_acc'")
+    if target is not None:
+        if isinstance(target, bool) or not isinstance(target, numbers.Real) or not 0.0 <= target <= 1.0:
+            raise ValueError(f"target must be a number in [0, 1] or None, got {target!r}; stop when {metric} <= "
+                             "target (matched forgetting), e.g. target=0.1")
+    if retain_floor is not None:
+        if isinstance(retain_floor, bool) or not isinstance(retain_floor, numbers.Real) \
+                or not 0.0 <= retain_floor <= 1.0:
+            raise ValueError(f"retain_floor must be a number in [0, 1] or None, got {retain_floor!r}; stop a run "
+                             "whose retain accuracy falls below it, e.g. retain_floor=0.75")
+    return metric[: -len("_acc")]
 
 
 def _sampled_label_loss(model, batches: Sequence[dict]):
@@ -147,9 +268,19 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             run that can only reach the target by damaging the model is reported as such instead
             of as forgetting.
 
+    A non-finite loss (every step) or non-finite weights (every evaluation and the end) stop
+    the run with ``stop_reason="diverged"`` (``note`` says where); the diverged model is not
+    scored (``metrics`` stays empty).
+
     Returns:
         :class:`UnlearnResult` with a per-step log (one row per step; evaluation columns filled
         at evaluation steps).
+
+    Raises:
+        ValueError: before any step, for a bad argument (``steps``, ``eval_every``,
+            ``batch_size``, ``seed``, ``eval_retain`` not positive integers; ``metric`` not the
+            accuracy of a forget split of ``benchmark``; ``target`` / ``retain_floor`` outside
+            [0, 1]), naming the value and the fix.
 
     Example (gradient ascent on an untrained tiny Llama, which knows no fact: the forget
     accuracy is 0 ≤ target at the first check, so the run stops there):
@@ -166,8 +297,7 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
         >>> res.model is model
         True
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    msplit = _check_args(benchmark, steps, target, metric, eval_every, batch_size, seed, eval_retain, retain_floor)
     model.eval()
     if params is None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -183,7 +313,8 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
 
     bar = tqdm(range(1, steps + 1), desc=f"unlearn {objective.name}/{type(optimizer).__name__}",
                disable=not progress, leave=False)
-    step, target_met = 0, False
+    step, target_met, note = 0, False, ""
+    eval_splits = ["forget", "retain"] + ([msplit] if msplit not in ("forget", "retain") else [])
     for step in bar:
         f, r = next(forget_it), next(retain_it)
         closure = Closure(
@@ -199,10 +330,14 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
                "n_loss": closure.n_loss, "n_grad": closure.n_grad}
         if not math.isfinite(loss):
             rows.append(row)
-            reason = "diverged"
+            reason, note = "diverged", f"loss {loss} at step {step}"
             break
         if step % eval_every == 0 or step == steps:
-            m = benchmark.evaluate(model, splits=["forget", "retain"], general=False,
+            if not _finite(params):  # NaN weights would score as perfect forgetting
+                rows.append(row)
+                reason, note = "diverged", f"non-finite weights after step {step} (loss {loss:.4g})"
+                break
+            m = benchmark.evaluate(model, splits=eval_splits, general=False,
                                    limit={"retain": eval_retain})
             row.update(m)
             bar.set_postfix(loss=f"{loss:.3f}", forget=f"{m['forget_acc']:.2f}", retain=f"{m['retain_acc']:.2f}")
@@ -219,8 +354,10 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             reason = "target"
             break
         rows.append(row)
+    if reason != "diverged" and not _finite(params):  # the steps after the last evaluation
+        reason, note = "diverged", f"non-finite weights after step {step}"
     seconds = time.perf_counter() - t0
     log = pd.DataFrame(rows)
-    metrics = benchmark.evaluate(model) if final_eval else {}
+    metrics = benchmark.evaluate(model) if final_eval and reason != "diverged" else {}
     return UnlearnResult(model=model, log=log, steps=step, stop_reason=reason, metrics=metrics, seconds=seconds,
-                         tokenizer=getattr(benchmark, "tokenizer", None))
+                         tokenizer=getattr(benchmark, "tokenizer", None), note=note)

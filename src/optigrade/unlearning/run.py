@@ -20,12 +20,12 @@ from typing import Optional
 import torch
 
 from .._device import resolve_device, resolve_dtype
-from .._files import dir_is_nonempty
+from .._files import check_out, clean_stale, dir_is_nonempty, model_fingerprint, output_lock
 from .._validate import ConfigError, ModelLoadError
 from .benchmarks import BENCHMARKS, Benchmark
 from .config import Setup, UnlearnConfig
 from .._select import trainable
-from .loop import UnlearnResult, unlearn
+from .loop import RunDiverged, UnlearnResult, _check_args, match_status, unlearn
 from .models import load, pretrained_tiny
 from .models.base import place
 from .objectives import make_objective
@@ -112,7 +112,14 @@ def versions() -> dict:
     import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def base_sha256(model) -> str:
+    """Full sha256 of the starting model's weights (:func:`~optigrade._files.model_fingerprint`
+    ``full=True``): recorded in every manifest and study row; for the shipped tiny base it is
+    ``weights_sha256`` of its ``recipe.json``."""
+    return model_fingerprint(model, full=True)
 
 
 def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress: bool = True,
@@ -121,6 +128,12 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
     """Validate, build, unlearn and (when ``out`` is given) save.  ``benchmark`` / ``model``
     may be passed to reuse already-built ones (the model is modified in place).
     ``evaluate_before=False`` skips scoring the starting model (a study scores it once).
+
+    When both the starting and the final model were scored, ``res.matched`` / ``res.match_reason``
+    say whether the run is at matched forgetting (:func:`~optigrade.unlearning.loop.match_status`
+    with the config's utility floors; also in the manifest).  A diverged run (non-finite loss or
+    weights) is never saved: with ``out`` it raises :class:`~optigrade.unlearning.loop.RunDiverged`
+    and writes nothing.
 
     >>> import tempfile, pathlib
     >>> from optigrade.unlearning import SyntheticFacts, tiny_llama
@@ -135,14 +148,38 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
     ...
     optigrade._validate.ConfigError: output directory '...ckpt' exists and is not empty; pass --overwrite or choose a new --out
     """
-    if out is not None and dir_is_nonempty(Path(out)) and not overwrite:
-        raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite or choose a new --out")
+    if out is None:
+        return _run_unlearn(cfg, None, False, progress, benchmark, model, evaluate_before, final_eval)
+    out = check_out(out, overwrite=overwrite, replace=True)  # a file, inside a file, `.`, not writable
+    with output_lock(out):  # another process writing this --out: told now, before any work
+        clean_stale(out)  # the .tmp / .old siblings a killed run left
+        if dir_is_nonempty(out) and not overwrite:
+            raise ConfigError(f"output directory {str(out)!r} exists and is not empty; pass --overwrite or choose a "
+                              "new --out")
+        if dir_is_nonempty(out) and not (out / "manifest.json").exists():
+            raise ConfigError(f"output directory {str(out)!r} is not empty and holds no manifest.json, so optigrade "
+                              "did not write it; --overwrite replaces only optigrade's own checkpoints: move its "
+                              "files away or choose a new --out")
+        return _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_before, final_eval)
+
+
+def _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_before, final_eval) -> UnlearnResult:
+    """:func:`run_unlearn` after its output checks (holding the output's lock)."""
     from optigrade import optimizers
 
     bench, model = build(cfg, progress, benchmark, model)
+    try:  # the loop's own argument checks (e.g. a metric the benchmark has no split for), before any work
+        _check_args(bench, cfg.steps, cfg.target, cfg.metric, cfg.eval_every, cfg.batch_size, cfg.seed, 200,
+                    cfg.retain_floor)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    base = base_sha256(model) if out is not None else None  # of the starting weights, before unlearning
+    try:  # which weights move (the rest are frozen); a pattern selecting nothing is refused before any work
+        params = trainable(model, cfg.params)
+    except ValueError as e:
+        raise ConfigError(f"params: {e}") from None
     before = bench.evaluate(model) if evaluate_before else {}
     objective = make_objective(cfg.objective, **cfg.objective_kwargs)
-    params = trainable(model, cfg.params)
     try:
         opt = optimizers.make(cfg.optimizer, params, lr=cfg.lr, **cfg.optimizer_kwargs)
     except (ValueError, TypeError) as e:
@@ -151,11 +188,19 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
                   eval_every=cfg.eval_every, batch_size=cfg.batch_size, seed=cfg.seed, params=params,
                   retain_floor=cfg.retain_floor, final_eval=final_eval, progress=progress)
     res.metrics_before = before
+    if before and (res.metrics or res.diverged):
+        res.matched, res.match_reason, _ = match_status(res.stop_reason, res.metrics, before,
+                                                             cfg.utility_floor_retain, cfg.utility_max_ppl_ratio)
+    if out is not None and res.diverged:  # never a checkpoint whose NaN weights evaluate as perfect forgetting
+        raise RunDiverged(f"the run diverged ({res.note}); nothing was written to {str(out)!r}; lower the "
+                          f"learning rate (lr={cfg.lr:g}) or use a more stable optimizer", res)
     if out is not None:
-        manifest = {"config": cfg.to_dict(), "benchmark": bench.settings(), "objective": objective.settings(),
+        manifest = {"config": cfg.to_dict(), "base_sha256": base, "benchmark": bench.settings(),
+                    "objective": objective.settings(),
                     "optimizer": {"class": type(opt).__name__, "grade": getattr(opt, "grade", None),
                                   "defaults": {k: v for k, v in opt.defaults.items() if _jsonable(v)}},
-                    "steps": res.steps, "stop_reason": res.stop_reason, "metrics_before": before,
+                    "steps": res.steps, "stop_reason": res.stop_reason, "matched": res.matched,
+                    "match_reason": res.match_reason, "metrics_before": before,
                     "metrics_after": res.metrics, "seconds": round(res.seconds, 3), "versions": versions()}
         res.save_pretrained(out, tokenizer=bench.tokenizer, manifest=manifest, overwrite=overwrite)
     return res

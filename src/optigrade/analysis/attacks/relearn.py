@@ -17,11 +17,13 @@ from optigrade import _validate
 from optigrade._device import to_device
 from optigrade._lm import lm_logits, mean_nll
 
+from ...unlearning.config import SPLITS as _SPLITS
 from ._spec import AttackSpec, Number, register
 
 __all__ = ["relearn", "forget_halves", "half_view", "RelearnSpec"]
 
 PROTOCOLS = ("full", "half")
+SPLITS = _SPLITS  # the splits every registered benchmark has
 
 
 def forget_halves(benchmark, seed: int = 0) -> Tuple[List[str], List[str]]:
@@ -71,6 +73,7 @@ _RULES = {
     "protocol": (_validate.choice, PROTOCOLS, "'full' fine-tunes on every forget entity, 'half' on half A only "
                                               "(measured on half B)"),
     "weight_decay": (_validate.non_negative, "AdamW's decoupled weight decay", 0.0),
+    "split": (_validate.choice, SPLITS, "the benchmark split the attack fine-tunes on"),
     "warmup": (_validate.int_at_least, 0, "linear warm-up steps before the cosine decay", 0),
 }
 _NULLABLE = {"n_samples"}
@@ -126,7 +129,8 @@ def relearn(model, benchmark, steps: int = 100, lr: float = 1e-5, n_samples: Opt
     True
     """
     for name, value in (("steps", steps), ("lr", lr), ("n_samples", n_samples), ("batch_size", batch_size),
-                        ("protocol", protocol), ("weight_decay", weight_decay), ("warmup", warmup)):
+                        ("protocol", protocol), ("weight_decay", weight_decay), ("warmup", warmup),
+                        ("split", split)):
         _CHECKS[name](value)
     if split not in benchmark.splits:
         raise ValueError(f"split {split!r} not in the benchmark; choose one of {sorted(benchmark.splits)}")

