@@ -116,27 +116,24 @@ def output_lock(path, wait: bool = False) -> Iterator[Path]:
         held = _HELD.get(key)
         if held is not None:
             held[1] += 1
-    if held is not None:
-        try:
-            yield lp
-        finally:
-            with _GUARD:
-                held[1] -= 1
-        return
-    fd = _acquire(lp, wait, str(path))
-    with _GUARD:
-        _HELD[key] = [fd, 1]
+    if held is None:  # first holder in this process: take the OS lock
+        held = [_acquire(lp, wait, str(path)), 1]
+        with _GUARD:
+            _HELD[key] = held
     try:
         yield lp
     finally:
         with _GUARD:
-            del _HELD[key]
-        if fd is not None:
+            held[1] -= 1
+            last = held[1] == 0
+            if last:
+                del _HELD[key]
+        if last and held[0] is not None:
             try:  # removed while still held: a waiter on this file sees it gone and locks a new one
                 os.unlink(lp)
             except OSError:
                 pass
-            os.close(fd)
+            os.close(held[0])
 
 
 # ----------------------------------------------------------------------------- output paths

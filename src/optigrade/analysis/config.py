@@ -166,25 +166,21 @@ class StudyConfig(Setup):
     diagnostics: Annotated[DiagnosticsSpec, BeforeValidator(_diagnostics)] = F(
         DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
 
-    @field_validator("name")
+    @field_validator("name", "eval_splits")
     @classmethod
-    def _name(cls, v):
-        if v in ("", ".", "..") or Path(v).name != v or "/" in v or "\\" in v:
+    def _names(cls, v, info):
+        if info.field_name == "name" and (v in ("", ".", "..") or Path(v).name != v or "/" in v or "\\" in v):
             raise ValueError(f"name must be a plain file name, got {v!r}; it names the default output directory "
                              "runs/<name> (choose where results go with --out), e.g. name: demo")
-        return v
-
-    @field_validator("eval_splits")
-    @classmethod
-    def _eval_splits(cls, v):
-        bad = [s for s in v if s not in SPLITS]
-        if not v or bad or len(set(v)) != len(v):
-            why = f"unknown {bad}" if bad else "empty" if not v else "duplicates"
-            raise ValueError(f"eval_splits must list splits of {list(SPLITS)}, each once, got {v!r} ({why}); "
-                             "e.g. eval_splits: [forget, forget_para, retain, retain_para]")
-        if "forget" not in v:
-            raise ValueError(f"eval_splits must include 'forget' (the forget accuracy every table reports), got {v!r}; "
-                             "e.g. eval_splits: [forget, retain]")
+        if info.field_name == "eval_splits":
+            bad = [s for s in v if s not in SPLITS]
+            if not v or bad or len(set(v)) != len(v):
+                why = f"unknown {bad}" if bad else "empty" if not v else "duplicates"
+                raise ValueError(f"eval_splits must list splits of {list(SPLITS)}, each once, got {v!r} ({why}); "
+                                 "e.g. eval_splits: [forget, forget_para, retain, retain_para]")
+            if "forget" not in v:
+                raise ValueError(f"eval_splits must include 'forget' (the forget accuracy every table reports), "
+                                 f"got {v!r}; e.g. eval_splits: [forget, retain]")
         return v
 
     @field_validator("seeds", mode="before")

@@ -370,18 +370,13 @@ class Setup(Spec):
                              "accuracy falls below 75%")
         return v
 
-    @field_validator("metric")
+    @field_validator("metric", "device")
     @classmethod
-    def _metric(cls, v):
-        if v not in METRICS:
+    def _choices(cls, v, info):
+        if info.field_name == "metric" and v not in METRICS:
             raise ValueError(f"metric must be one of {list(METRICS)}, got {v!r}; the forget accuracy the target "
                              "applies to (lower = more forgotten), e.g. metric: forget_acc")
-        return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v):
-        if v not in DEVICES and not re.fullmatch(r"cuda:\d+", str(v)):
+        if info.field_name == "device" and v not in DEVICES and not re.fullmatch(r"cuda:\d+", str(v)):
             raise ValueError(f"device must be one of {list(DEVICES)} (or cuda:N), got {v!r}; e.g. --device cpu")
         return v
 
