@@ -22,6 +22,7 @@ from optigrade.analysis.report import load_study
 from optigrade.analysis.study import run_study
 from optigrade.cli import main
 
+from .._kill import kill_at_flag
 from ..test_files import held_elsewhere, immutable
 from .conftest import small_study_dict
 
@@ -266,19 +267,7 @@ def test_study_killed_during_aggregation(finished, tmp_path, small_bench, small_
     uninterrupted study."""
     out = _copy(finished, tmp_path)
     flag = tmp_path / "flag"
-    p = subprocess.Popen([sys.executable, "-c", KILL, str(out), str(flag)], cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not flag.exists():
-            assert p.poll() is None, p.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the study never reached its aggregation"
-            time.sleep(0.2)
-        os.kill(p.pid, signal.SIGKILL)
-    finally:
-        p.kill()
-        p.wait()
-    assert p.returncode == -signal.SIGKILL
+    kill_at_flag([sys.executable, "-c", KILL, str(out), str(flag)], flag, ROOT, "its aggregation")
     assert len(pd.read_parquet(out / "results.parquet")["seed"].unique()) == 2  # new tables, not vouched for
     code, stdout, err = _report(out, capsys)
     assert code == 2 and stdout == "" and "INCOMPLETE" in err

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from .._kill import kill_at_flag
 import torch
 
 from optigrade._files import atomic_dir, sha256_file
@@ -354,19 +356,8 @@ small_run(out, overwrite=overwrite)
 
 def _kill_at(point: str, out: Path, overwrite: bool, tmp_path: Path) -> None:
     flag = tmp_path / f"flag-{point}"
-    p = subprocess.Popen([sys.executable, "-c", KILL, point, str(out), str(flag), "1" if overwrite else "0"],
-                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not flag.exists():
-            assert p.poll() is None, p.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the run never reached its save"
-            time.sleep(0.2)
-        os.kill(p.pid, signal.SIGKILL)
-    finally:
-        p.kill()
-        p.wait()
-    assert p.returncode == -signal.SIGKILL
+    kill_at_flag([sys.executable, "-c", KILL, point, str(out), str(flag), "1" if overwrite else "0"], flag, ROOT,
+                 "its save")
 
 
 @pytest.fixture(scope="module")
