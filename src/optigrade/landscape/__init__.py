@@ -24,7 +24,9 @@ Leaf package: imports torch, numpy, scipy, pandas, matplotlib (and pyhessian laz
 from .certify import (CertifiedRadius, certified_radius, clopper_pearson, cohen_certify,
                       cohen_radius, radius_ceiling, radius_from_outcomes)
 from .._select import PRESETS, layer_pattern
+from .loss_change import loss_change
 from .probe import Cost, Probe, causal_lm_loss
+from .results import LossChange
 from .sharpness import (SharpnessResult, average_sharpness, pac_bayes_flatness, sam_sharpness,
                         worst_case_sharpness)
 from .slices import (Slice1D, Slice2D, interpolate, mode_connectivity, random_direction,
@@ -32,6 +34,7 @@ from .slices import (Slice1D, Slice2D, interpolate, mode_connectivity, random_di
 from .spectra import (BlockSpectra, Density, EigenResult, TraceResult, block_spectra,
                       hutchinson_trace, hutchpp_trace, lanczos, spectral_density,
                       top_eigenvalues)
+from .theory import smoothing_gap_check, zo_gradient_check
 
 __all__ = [
     # the measuring instrument
@@ -48,4 +51,8 @@ __all__ = [
     # slices
     "slice_1d", "interpolate", "slice_2d", "mode_connectivity", "random_direction",
     "Slice1D", "Slice2D",
+    # a weight change read against the local geometry
+    "loss_change", "LossChange",
+    # theory checks (SPEC §3.1), tidy tables
+    "zo_gradient_check", "smoothing_gap_check",
 ]

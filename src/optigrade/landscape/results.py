@@ -19,7 +19,7 @@ from .._tables import Result
 from .probe import Cost
 
 __all__ = ["EigenResult", "TraceResult", "Density", "BlockSpectra", "SharpnessResult",
-           "CertifiedRadius", "Slice1D", "Slice2D", "new_figure"]
+           "CertifiedRadius", "Slice1D", "Slice2D", "LossChange", "new_figure"]
 
 CURVATURE = "loss/param^2"
 
@@ -357,3 +357,75 @@ class Slice2D(_Slice):
             ax.set_zlabel("loss")
         fig.suptitle(self.kind)
         return fig
+
+
+# ------------------------------------------------------------------------------ loss change
+def _rel_error(pred: float, measured: float) -> float:
+    """|pred − measured| / |measured|; 0 when both are 0, inf when only ``measured`` is 0."""
+    err = abs(pred - measured)
+    if measured == 0:
+        return 0.0 if err == 0 else float("inf")
+    return err / abs(measured)
+
+
+@dataclass(frozen=True, repr=False)
+class LossChange(Result):
+    """ΔL = L(θ+δ) − L(θ) measured, next to its Taylor predictions (SPEC §3.2, §3.4).
+
+    ``first_order`` = gᵀδ, ``second_order`` = gᵀδ + ½·``curvature`` with ``curvature`` = δᵀHδ
+    (g = ∇L(θ), H = ∇²L(θ), δ the displacement actually applied, see
+    :func:`~optigrade.landscape.loss_change`).  ``resolution`` = eps(dtype)·max(|L(θ)|,
+    |L(θ+δ)|): a measured ΔL within a few of these is rounding, not signal.
+
+    >>> r = LossChange(loss=2.0, loss_perturbed=2.5, first_order=0.4, curvature=0.2,
+    ...                delta_norm=0.1, rounding_norm=0.0, resolution=4.4e-16,
+    ...                settings=dict(dtype="torch.float64"), cost=Cost(loss=1, grad=1, hvp=1))
+    >>> r.measured, r.second_order, round(r.first_order_rel_error, 12), r.second_order_rel_error
+    (0.5, 0.5, 0.2, 0.0)
+    >>> r.to_frame()[["quantity", "value", "unit"]].values.tolist()[:3]
+    [['loss_change', 0.5, 'loss'], ['loss_change_first_order', 0.4, 'loss'], ['loss_change_second_order', 0.5, 'loss']]
+    """
+
+    loss: float
+    loss_perturbed: float
+    first_order: float
+    curvature: float
+    delta_norm: float
+    rounding_norm: float
+    resolution: float
+    settings: dict
+    cost: Cost
+
+    @property
+    def measured(self) -> float:
+        """ΔL = L(θ+δ) − L(θ)."""
+        return self.loss_perturbed - self.loss
+
+    @property
+    def second_order(self) -> float:
+        """gᵀδ + ½δᵀHδ."""
+        return self.first_order + 0.5 * self.curvature
+
+    @property
+    def first_order_rel_error(self) -> float:
+        return _rel_error(self.first_order, self.measured)
+
+    @property
+    def second_order_rel_error(self) -> float:
+        return _rel_error(self.second_order, self.measured)
+
+    def _rows(self):
+        rel = "|prediction − measured| / |measured|"
+        return [dict(quantity="loss_change", value=self.measured, unit="loss"),
+                dict(quantity="loss_change_first_order", value=self.first_order, unit="loss"),
+                dict(quantity="loss_change_second_order", value=self.second_order, unit="loss"),
+                dict(quantity="first_order_rel_error", value=self.first_order_rel_error,
+                     unit=rel),
+                dict(quantity="second_order_rel_error", value=self.second_order_rel_error,
+                     unit=rel),
+                dict(quantity="curvature_along_delta", value=self.curvature, unit="loss"),
+                dict(quantity="delta_norm", value=self.delta_norm, unit="l2 weight norm"),
+                dict(quantity="delta_rounding_norm", value=self.rounding_norm,
+                     unit="l2 weight norm"),
+                dict(quantity="loss_change_resolution", value=self.resolution, unit="loss"),
+                dict(quantity="loss_at_checkpoint", value=self.loss, unit="loss")]
