@@ -117,7 +117,8 @@ def test_overwrite_removes_only_the_studys_own_files(tmp_path, small_bench, smal
     assert (d / "runs" / "graddiff__adam__s0.parquet").exists()
     r = _study(d, small_bench, small_model, overwrite=True, seeds=[1])
     assert r.computed == ["reference", "graddiff__adam__s1"]
-    assert sorted(p.name for p in (d / "runs").iterdir()) == ["graddiff__adam__s1.parquet", "mine.txt",
+    assert sorted(p.name for p in (d / "runs").iterdir()) == ["graddiff__adam__s1.delta.safetensors",
+                                                              "graddiff__adam__s1.parquet", "mine.txt",
                                                               "reference.parquet"]
     assert (d / "notes.txt").read_text() == "keep" and (d / "runs" / "mine.txt").read_text() == "keep"
     for f in ("results.parquet", "study.json", "config.yaml", "report.md", "runs/reference.parquet"):

@@ -90,15 +90,34 @@ def _ordering_sentence(c: Claim, a: str, what: str) -> Optional[str]:
     gs = sorted(gm)
     mono = all(gm[gs[i]] <= gm[gs[i + 1]] + 1e-12 for i in range(len(gs) - 1))
     rev = all(gm[gs[i]] >= gm[gs[i + 1]] - 1e-12 for i in range(len(gs) - 1))
-    order = ("monotone with lower grade = more robust, as the paper claims" if mono else
-             "reversed (higher grade = more robust), the opposite of the paper's claim" if rev else
-             "not monotone in grade, so the paper's ordering is not reproduced here")
+    if len(gs) < 2:  # one grade: nothing to order by grade
+        order = f"not comparable across grades (every matched optimizer has grade {gs[0]:g})"
+    else:
+        order = ("monotone with lower grade = more robust, as the paper claims" if mono else
+                 "reversed (higher grade = more robust), the opposite of the paper's claim" if rev else
+                 "not monotone in grade, so the paper's ordering is not reproduced here")
     best, worst = ranked[0], ranked[-1]
-    sep = vals[best][0] + _nz(vals[best][1]) < vals[worst][0] - _nz(vals[worst][1])
     return (f"After {what} ({a}), forget accuracy among matched runs ranges from {vals[best][0]:.2f} "
             f"({best}, grade {c.grade[best]:g}) to {vals[worst][0]:.2f} ({worst}, grade {c.grade[worst]:g}); "
             f"averaged per grade ({', '.join(f'{g:g}: {gm[g]:.2f}' for g in gs)}) the ordering is {order}"
-            f"{'' if sep else ', and the extremes’ 95% intervals overlap, so the ranking is not statistically resolved'}.")
+            f"{_unresolved(vals[best], vals[worst], 'the extremes’')}.")
+
+
+def _separated(x, y) -> bool:
+    """The 95% intervals of two (mean, half-width) pairs do not overlap (never when one is NaN:
+    one seed gives no interval)."""
+    if x[1] != x[1] or y[1] != y[1]:
+        return False
+    lo, hi = (x, y) if x[0] <= y[0] else (y, x)
+    return lo[0] + lo[1] < hi[0] - hi[1]
+
+
+def _unresolved(x, y, whose: str) -> str:
+    if _separated(x, y):
+        return ""
+    if x[1] != x[1] or y[1] != y[1]:
+        return f", but {whose} values have no interval (one seed), so the ranking is not statistically resolved"
+    return f", and {whose} 95% intervals overlap, so the ranking is not statistically resolved"
 
 
 def _comparison_sentence(c: Claim, attacks: List[str]) -> Optional[str]:
@@ -111,7 +130,7 @@ def _comparison_sentence(c: Claim, attacks: List[str]) -> Optional[str]:
         h, ad = _mean(c.summary, c.obj, mixed, a), _mean(c.summary, c.obj, fo, a)
         z = _mean(c.summary, c.obj, zo[0], a) if zo else (float("nan"),) * 2
         if h[0] == h[0] and ad[0] == ad[0]:
-            rel = ("about equal to" if round(h[0], 2) == round(ad[0], 2) else
+            rel = ("not distinguishable (95% intervals overlap or are missing) from" if not _separated(h, ad) else
                    "below" if h[0] < ad[0] else "above")
             zt = f" and {zo[0]} {z[0]:.2f}" if z[0] == z[0] else ""
             comp.append(f"after {a} {mixed}'s forget accuracy is {h[0]:.2f}, {rel} {fo}'s {ad[0]:.2f}{zt}")
@@ -126,10 +145,10 @@ def _retain_sentence(c: Claim) -> Optional[str]:
     if not (hr[0] == hr[0] and ar[0] == ar[0]):
         return None
     zr = ", ".join(f"{_mean(c.summary, c.obj, o, 'none', 'retain_acc')[0]:.2f} for {o}" for o in c.zo())
+    verdict = ("not resolved between them (95% intervals overlap or are missing)" if not _separated(hr, ar) else
+               f"{'higher' if hr[0] > ar[0] else 'lower'} with {mixed}")
     return (f"Before any attack retain accuracy is {hr[0]:.2f} for {mixed}, {ar[0]:.2f} for {fo}"
-            f"{' and ' + zr if zr else ''}: utility is {'kept' if hr[0] >= ar[0] - 0.02 else 'lower'} with "
-            f"{mixed}, and a ZO row that reaches the target with low retain accuracy got there by "
-            f"damaging the model, not by selective forgetting.")
+            f"{' and ' + zr if zr else ''}: utility is {verdict}.")
 
 
 def _caveat(c: Claim, model: str) -> str:
@@ -142,10 +161,6 @@ def _caveat(c: Claim, model: str) -> str:
             f"{' with one seed' if n <= 1 else f' with {n} seeds'}, so a difference of one or two facts "
             "is within noise; it tests the mechanism on a real model in its real format, not the paper's "
             "7B numbers.")
-
-
-def _nz(x):
-    return 0.0 if x != x else x
 
 
 def sentences(summary: pd.DataFrame, objective: Optional[str] = None, model: str = "tiny") -> List[str]:

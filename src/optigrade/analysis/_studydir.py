@@ -12,7 +12,8 @@ and rewritten *last* (:func:`finish_study`), after the results, summary and repo
 (``optigrade report``) refuses to present its directory; tables that changed afterwards no longer
 match their hashes and are refused too.  :func:`study_mode` refuses, before any work, a non-empty
 directory that is not a study's; ``--overwrite`` deletes only files a study writes
-(:data:`OUTPUTS`, ``study.json``, ``config.yaml`` and the run files in ``runs/``).
+(:data:`OUTPUTS`, ``study.json``, ``config.yaml`` and the run files in ``runs/``: each run's
+``.parquet`` and ``.delta.safetensors``).
 
     >>> import tempfile
     >>> out = Path(tempfile.mkdtemp())
@@ -66,10 +67,13 @@ def read_marker(out) -> Optional[dict]:
 
 
 def _run_files(out: Path):
-    """The run files a study writes into ``runs/`` (``reference.parquet``, ``<obj>__<opt>__s<seed>.parquet``)."""
+    """The run files a study writes into ``runs/`` (``reference.parquet``, ``<obj>__<opt>__s<seed>.parquet``
+    and its ``<obj>__<opt>__s<seed>.delta.safetensors``)."""
     runs = out / "runs"
-    return sorted(p for p in runs.glob("*.parquet") if p.name == "reference.parquet" or "__s" in p.name) \
-        if runs.is_dir() else []
+    if not runs.is_dir():
+        return []
+    return sorted(p for p in (*runs.glob("*.parquet"), *runs.glob("*.delta.safetensors"))
+                  if p.name == "reference.parquet" or "__s" in p.name)
 
 
 def _is_study(out: Path) -> bool:

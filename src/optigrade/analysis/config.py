@@ -196,6 +196,10 @@ class StudyConfig(Setup):
 
     @model_validator(mode="after")
     def _study_checks(self):
+        if self.utility_floor_retain is not None and "retain" not in self.eval_splits:
+            raise ValueError(f"utility_floor_retain={self.utility_floor_retain} needs retain accuracy, but eval_splits "
+                             f"{self.eval_splits!r} does not score 'retain'; add it (eval_splits: [forget, retain]) or "
+                             "set utility_floor_retain: null")
         if not self.optimizers:
             raise ValueError("optimizers is empty; list at least one, e.g. optimizers: [{name: adam, lr: 1.0e-3, steps: 300}]")
         if not self.objectives:

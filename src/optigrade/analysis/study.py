@@ -9,7 +9,10 @@ For every objective × optimizer × seed, :func:`run_study`
    (:mod:`analysis.attacks`; relearning with ``protocol="half"`` is measured on the held-out
    half B of the forget entities, ``data="forget-half-B"``);
 3. computes the mechanism diagnostics (:mod:`analysis.diagnostics`) against the base model;
-4. writes the run's tidy rows atomically to ``OUT/runs/<run_id>.parquet``.
+4. writes the run's tidy rows atomically to ``OUT/runs/<run_id>.parquet``, after its update
+   θ_u − θ₀ (:mod:`.deltas`: the unlearned values of the tensors that moved, with the base's
+   sha256) to ``OUT/runs/<run_id>.delta.safetensors`` (the rows' ``delta_file``), so geometry and
+   reports can be computed later without re-running unlearning.
 
 A diverged run (non-finite loss or weights) gets NaN values, no attack and no diagnostics.  When
 the rows are gathered every run is judged (``matched``, ``match_reason``, ``match_detail``):
@@ -18,7 +21,8 @@ study's utility floors relative to the base model (``utility_floor_retain``,
 ``utility_max_ppl_ratio``; :func:`optigrade.unlearning.loop.match_status`).  The floors judge, they
 change no number and are not part of the run hash, so ``resume`` with other floors relabels.
 
-Finished runs are skipped on ``resume`` when their stored config hash matches.  At the end the
+Finished runs are skipped on ``resume`` when their stored config hash matches and their delta
+file is intact (else they are recomputed).  At the end the
 per-run files are gathered into ``OUT/results.{parquet,csv}`` (one row per run × attack ×
 quantity in the one tidy schema of :mod:`optigrade._tables`: ``subject``, ``data``,
 ``quantity``, ``value``, ..., every setting a column), ``OUT/summary.{parquet,csv}`` (mean and 95% t-interval over
@@ -37,8 +41,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 import torch
 
-from .._files import atomic_write_json, atomic_write_parquet, atomic_write_text, check_out, model_fingerprint, \
-    output_lock
+from .._files import atomic_write_parquet, atomic_write_text, check_out, output_lock
 from .._tables import HEAD_COLUMNS, SETTING_PREFIX
 from .._validate import ConfigError
 from .. import optimizers
@@ -73,8 +74,12 @@ class EvalBudget:
     model's exact weights, so the unmodified base model is scored once per study.  Everything
     else (batches, tokenizer, splits) is the wrapped benchmark's.
 
+    Only the model given to :meth:`pin` (the study's base, which a study never modifies) is
+    cached, by identity: hashing every weight of every unlearned or attacked model to find a
+    cache hit that never comes would cost more than it saves on a large model.
+
     >>> _, bench, model = _toy()
-    >>> eb = EvalBudget(bench, retain=10, general=5, splits=["forget", "retain"])
+    >>> eb = EvalBudget(bench, retain=10, general=5, splits=["forget", "retain"]).pin(model)
     >>> m = eb.evaluate(model)
     >>> 0 <= m["forget_acc"] <= 1, eb.evaluate(model) == m, len(eb._cache)   # the second call is cached
     (True, True, 1)
@@ -90,6 +95,13 @@ class EvalBudget:
         self._splits = splits
         self._bs = batch_size
         self._cache: Dict[tuple, dict] = {}
+        self._pinned = None
+
+    def pin(self, model) -> "EvalBudget":
+        """Cache the scores of ``model`` (which must not change while pinned); returns self."""
+        self._pinned = model
+        self._cache = {}
+        return self
 
     def __getattr__(self, name):
         return getattr(self._bench, name)
@@ -108,10 +120,11 @@ class EvalBudget:
         splits = splits if splits is not None else [s for s in (self._splits or list(self._bench.splits))
                                                     if s in self._bench.splits]
         lim = {**self._limit, **(limit or {})}
-        key = (model_fingerprint(model), tuple(splits), bool(general), tuple(sorted(lim.items())))
+        if model is not self._pinned:
+            return self._view.evaluate(model, splits=splits, batch_size=batch_size or self._bs, general=general,
+                                       limit=lim)
+        key = (tuple(splits), bool(general), tuple(sorted(lim.items())))
         if key not in self._cache:
-            if len(self._cache) > 8:
-                self._cache.clear()
             self._cache[key] = self._view.evaluate(model, splits=splits, batch_size=batch_size or self._bs,
                                                    general=general, limit=lim)
         return dict(self._cache[key])
@@ -250,7 +263,10 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
 
 # ----------------------------------------------------------------------------- one run
 def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
-             progress: bool, env: dict) -> pd.DataFrame:
+             progress: bool, env: dict, delta_path: Optional[Path] = None) -> pd.DataFrame:
+    """One run's rows; with ``delta_path`` its update θ_u − θ₀ is saved there first
+    (:func:`.deltas.save_delta`, also for a diverged run) and named in the ``delta_file`` column
+    (``runs/<run_id>.delta.safetensors``, relative to the study's output)."""
     t0 = time.perf_counter()
     info = optimizers.info(opt.name)
     grade, family = info.grade, info.family
@@ -275,7 +291,13 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
               if len(checks) else "[]",
               "n_loss": int(log["n_loss"].sum()) if "n_loss" in log else 0,
               "n_grad": int(log["n_grad"].sum()) if "n_grad" in log else 0,
-              "unlearn_seconds": float(res.seconds), "stop_note": res.note}
+              "unlearn_seconds": float(res.seconds), "stop_note": res.note,
+              "delta_file": "" if delta_path is None else f"runs/{Path(delta_path).name}"}
+    if delta_path is not None:  # before the run's parquet is written: a finished parquet always has its delta
+        from .deltas import save_delta
+
+        save_delta(base, model, delta_path, env["base_sha256"], run_id=common["run_id"],
+                   config_hash=common["config_hash"])
     if res.diverged:  # NaN weights would score as perfect forgetting: no numbers, no attacks, no diagnostics
         nan = {k: float("nan") for k in bench.evaluate(base)}  # the base's metric names (cached)
         df = _frame(_metric_rows({**common, **_attack_columns(None)}, nan, "all", "unlearned"))
@@ -312,7 +334,7 @@ def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool, e
               "grade": float("nan"), "family": "", "seed": int(seed), "lr": float("nan"),
               "optimizer_kwargs": "{}", "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
               "stop_reason": "none", "reached_target": False, "params": "", "retain_floor": float("nan"),
-              "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0, "stop_note": ""}
+              "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0, "stop_note": "", "delta_file": ""}
     t0 = time.perf_counter()
     df = _frame(_attack_all(cfg, base, bench, seed, common, progress, unlearned=False))
     df["run_seconds"] = time.perf_counter() - t0
@@ -410,19 +432,19 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
     env = _environment(base)
     if resume and runs_dir.exists():
         _check_same_base(runs_dir, env)
-    ebench = EvalBudget(bench, cfg.eval_retain, cfg.eval_general, cfg.eval_splits)
+    ebench = EvalBudget(bench, cfg.eval_retain, cfg.eval_general, cfg.eval_splits).pin(base)
     import yaml
 
     # study.json "running" first, then the last study's tables (and, --overwrite, its runs) go, then config.yaml
     marker = start_study(out, yaml.safe_dump(cfg.to_dict(), sort_keys=False), cfg.name, mode)
     old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     jobs = [(o, opt, s) for o in cfg.objectives for opt in cfg.optimizers for s in cfg.seeds]
     computed, skipped, capped, frames = [], [], [], []
-    base_m = ebench.evaluate(base)  # the utility floors' reference (cached: the reference rows reuse it)
     try:
+        if threads:
+            torch.set_num_threads(threads)
+        base_m = ebench.evaluate(base)  # the utility floors' reference (cached: the reference rows reuse it)
         if cfg.reference:
             path = runs_dir / "reference.parquet"
             h = _run_hash(cfg, "none", _ORIGINAL, cfg.seeds[0], env)
@@ -439,9 +461,13 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
             rid = run_id(objective, opt, seed)
             bar.set_postfix_str(rid)
             path = runs_dir / f"{rid}.parquet"
-            df = _load_if_fresh(path, _run_hash(cfg, objective, opt, seed, env)) if resume else None
+            h = _run_hash(cfg, objective, opt, seed, env)
+            dpath = runs_dir / f"{rid}.delta.safetensors"
+            df = _load_if_fresh(path, h) if resume else None
+            if df is not None and not _delta_is_fresh(dpath, env, h, rid):  # missing / damaged / another run's
+                df = None
             if df is None:
-                df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env)
+                df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env, delta_path=dpath)
                 atomic_write_parquet(df, path)
                 computed.append(rid)
             else:
@@ -497,6 +523,18 @@ def _judge(df: pd.DataFrame, cfg: Setup, base: Dict[str, float]) -> pd.DataFrame
     df["base_retain_acc"] = float(base.get("retain_acc", float("nan")))
     df["base_general_ppl"] = float(base.get("general_ppl", float("nan")))
     return df
+
+
+def _delta_is_fresh(path: Path, env: dict, h: str, rid: str) -> bool:
+    """Whether ``path`` holds an intact delta (:func:`.deltas.load_delta` checks its tensors'
+    sha256) of run ``rid`` with config hash ``h`` on the base ``env["base_sha256"]``."""
+    from .deltas import load_delta
+
+    try:
+        d = load_delta(path)
+    except (OSError, ValueError):
+        return False
+    return d.base_sha256 == env["base_sha256"] and d.run_id == rid and d.meta.get("config_hash") == h
 
 
 def _load_if_fresh(path: Path, h: str) -> Optional[pd.DataFrame]:

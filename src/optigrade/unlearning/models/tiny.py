@@ -274,7 +274,7 @@ def _write_base(model, out, metrics: dict, recipe: dict, made_with: dict) -> Pat
     """Save ``model`` into ``out`` (atomically) with a ``recipe.json`` recording the sha256 of
     every file, the full weight hash, ``recipe``, ``made_with`` and ``metrics``."""
     out = Path(out)
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, overwrite=True, marker="recipe.json") as tmp:  # replaces only a base written here
         model.save_pretrained(tmp, safe_serialization=True)
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(tmp.iterdir()) if p.is_file()}
