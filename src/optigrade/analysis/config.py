@@ -57,7 +57,8 @@ def file_safe(text: str) -> str:
 
 class DiagnosticsSpec(Spec):
     """Mechanism diagnostics per run: quantizer bit widths, group size, symmetry; ``gguf``:
-    also the bin crossing under the source file's GGUF types (models loaded from a GGUF).
+    also the bin crossing under the source file's GGUF types (models loaded from a GGUF);
+    ``quantization``: the honest quantization diagnostics (level change, surviving update, half-steps).
 
     >>> DiagnosticsSpec(bits=[4]).bits, DiagnosticsSpec().group_size
     ([4], None)
@@ -72,6 +73,8 @@ class DiagnosticsSpec(Spec):
     symmetric: bool = True
     enabled: bool = True
     gguf: bool = True
+    quantization: bool = F(True, "also the level-change fraction, surviving-update ratio / cosine and half-step "
+                           "displacement (analysis.quant_diagnostics) for each RTN bit width and the GGUF export", False)
 
     @field_validator("bits")
     @classmethod

@@ -313,6 +313,14 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
             bc = bin_crossing_gguf(base, model)
             rows += _metric_rows(ctx, {"diag_gguf_bin_crossing": bc.fraction, "diag_changed_any": bc.changed_any},
                                  "weights", "unlearned")
+        if cfg.diagnostics.quantization:  # level change, surviving update, half-steps (RTN and GGUF export)
+            from .quant_diagnostics import quant_diagnose
+
+            has_gguf = cfg.diagnostics.gguf and getattr(base, "gguf_types", None) is not None
+            qd = quant_diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size,
+                                cfg.diagnostics.symmetric, gguf_types="source" if has_gguf else None,
+                                run_id=common["run_id"], subject="unlearned")
+            rows += [{**ctx, **r} for r in qd.to_dict("records")]
     df = _frame(rows)
     df["run_seconds"] = time.perf_counter() - t0  # unlearning + attacks + diagnostics (not reproducible)
     return df
