@@ -228,9 +228,6 @@ def _cmd_study(a) -> int:
     from .analysis.report import print_summary
     from .analysis.study import run_study
 
-    if a.resume and a.overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: --resume reuses the finished runs in "
-                          "--out, --overwrite deletes them; pass one")
     cfg = load_config(a.config)
     for k, v in _device_over(a).items():
         setattr(cfg, k, v)

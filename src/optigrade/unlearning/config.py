@@ -33,7 +33,7 @@ import re
 import warnings
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, ClassVar, Dict, List, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union, get_args, get_origin
 
 
 
@@ -200,8 +200,6 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    #: old key -> (new key, how to translate), accepted for one release with a warning
-    _legacy: ClassVar[Dict[str, str]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -340,8 +338,6 @@ class Setup(Spec):
     dtype: Optional[Literal[DTYPES]] = F(None, f"the model's dtype: {', '.join(DTYPES)}; null keeps the checkpoint's",
                              "float32")
 
-    _legacy: ClassVar[Dict[str, str]] = {"n_entities": "benchmark_kwargs.n_entities"}
-
     @classmethod
     def _translate_legacy(cls, data: dict) -> dict:
         data = dict(data)
@@ -356,7 +352,7 @@ class Setup(Spec):
                 data["benchmark_kwargs"] = {"n_entities": n}
         return data
 
-    @field_validator("forget_fraction", "target", "retain_floor", "benchmark_kwargs", mode="before")
+    @field_validator("forget_fraction", "retain_floor", "benchmark_kwargs", mode="before")
     @classmethod
     def _house_messages(cls, v, info):
         name = info.field_name

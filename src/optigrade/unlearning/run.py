@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-from pathlib import Path
 from typing import Optional
 
 import torch
