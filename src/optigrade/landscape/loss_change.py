@@ -27,7 +27,7 @@ def _requested(probe: Probe, delta) -> torch.Tensor:
     return flatten([d.detach().to(probe.device) for d in delta], torch.float64)
 
 
-def loss_change(probe: Probe, delta) -> LossChange:
+def loss_change(probe: Probe, delta, *, grad=None) -> LossChange:
     """ΔL = L(θ+δ) − L(θ) next to its Taylor predictions at θ.
 
         measured:      ΔL = L(θ + δ) − L(θ)
@@ -49,6 +49,8 @@ def loss_change(probe: Probe, delta) -> LossChange:
         probe: the model, data and loss at θ.
         delta: the weight change: a list of tensors shaped like ``probe.params``, or a flat
             vector (torch or numpy) in the Probe's layout (what ``probe.perturbed`` accepts).
+        grad: ∇L(θ) already computed (a flat vector in the Probe's layout), shared when many
+            δ are read at the same θ; None (default) computes it here (one gradient).
 
     Returns:
         :class:`LossChange`; ``.to_frame()`` has one row per quantity (loss_change,
@@ -79,8 +81,11 @@ def loss_change(probe: Probe, delta) -> LossChange:
     Cost(loss=2, grad=1, hvp=1)
     >>> r.to_frame(subject="attacked:rtn-4bit", data="forget").quantity.tolist()[:3]
     ['loss_change', 'loss_change_first_order', 'loss_change_second_order']
+    >>> loss_change(probe, delta, grad=probe.grad()).cost      # a gradient shared over many δ
+    Cost(loss=2, grad=0, hvp=1)
     """
     requested = _requested(probe, delta)
+    given = None if grad is None else _requested(probe, grad)
     start = probe.cost()
     theta = probe.flat_params()
     l0 = probe.loss()
@@ -88,7 +93,7 @@ def loss_change(probe: Probe, delta) -> LossChange:
         l1 = probe.loss()
         applied = probe.flat_params().double() - theta.double()  # δ̃ = fl(θ + δ) − θ
     del theta
-    g = probe.grad().double()
+    g = probe.grad().double() if given is None else given
     hd = probe.hvp(applied).double()
     first = float(g @ applied)
     curvature = float(applied @ hd)
