@@ -34,7 +34,8 @@ from .slices import (Slice1D, Slice2D, interpolate, mode_connectivity, random_di
 from .spectra import (BlockSpectra, Density, EigenResult, TraceResult, block_spectra,
                       hutchinson_trace, hutchpp_trace, lanczos, spectral_density,
                       top_eigenvalues)
-from .theory import smoothing_gap_check, zo_gradient_check
+from .theory import (quantization_loss_check, relearn_step_check, smoothing_gap_check,
+                     zo_gradient_check)
 
 __all__ = [
     # the measuring instrument
@@ -53,6 +54,6 @@ __all__ = [
     "Slice1D", "Slice2D",
     # a weight change read against the local geometry
     "loss_change", "LossChange",
-    # theory checks (SPEC §3.1), tidy tables
-    "zo_gradient_check", "smoothing_gap_check",
+    # theory checks (SPEC §3.1, §3.2, §3.4), tidy tables
+    "zo_gradient_check", "smoothing_gap_check", "quantization_loss_check", "relearn_step_check",
 ]
