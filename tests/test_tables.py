@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optigrade._tables import (COST_COLUMNS, HEAD_COLUMNS, SCHEMA, Result, rows_to_frame,
+from optigrade._tables import (COST_COLUMNS, HEAD_COLUMNS, LEGACY_COLUMNS, SCHEMA,
+                               UNCERTAINTY_KINDS, Result, rename_legacy, rows_to_frame,
                                validate_frame)
 
 
@@ -33,7 +34,7 @@ def test_rows_to_frame_orders_columns_and_fills_defaults():
     assert df.run_id.tolist() == ["r"] * 3 and df.subject.tolist() == [""] * 3
     assert df.data.tolist() == ["forget"] * 3
     assert df.index.tolist() == [0, 1, 2] and df["index"].tolist() == [0, 1, 0]
-    assert math.isnan(df.std_error[2]) and df.std_error_kind[2] == "" and df.unit[2] == ""
+    assert math.isnan(df.uncertainty[2]) and df.uncertainty_kind[2] == "" and df.unit[2] == ""
     assert df.setting_span[0] == "(-1, 1)"  # non-scalars written as str
     assert df.cost_loss.tolist() == [5] * 3 and df.cost_hvp.tolist() == [1] * 3
     assert validate_frame(df) is df
@@ -66,6 +67,15 @@ BAD = [
      "lacks schema columns \\['run_id', 'subject', 'data', 'index'"),
     ("order", lambda: validate_frame(rows_to_frame([dict(quantity="q", value=1)]).iloc[:, ::-1]),
      "out of schema order"),
+    ("old key std_error", lambda: rows_to_frame([dict(quantity="q", value=1, std_error=0.1)]),
+     r"old column name\(s\) \['std_error'\]; they were renamed to \['uncertainty'\]"),
+    ("old key std_error_kind", lambda: rows_to_frame([dict(quantity="q", value=1, std_error_kind="sem")]),
+     r"renamed to \['uncertainty_kind'\]"),
+    ("old frame", lambda: validate_frame(rows_to_frame([dict(quantity="q", value=1)])
+                                         .rename(columns={"uncertainty": "std_error"})),
+     "renamed to \\['uncertainty'\\].*rename_legacy"),
+    ("legacy both", lambda: rename_legacy(pd.DataFrame({"std_error": [1.0], "uncertainty": [1.0]})),
+     "has both"),
 ]
 
 
@@ -99,3 +109,23 @@ def test_result_repr_is_compact_and_frame_conforms():
     assert df.setting_k9[0] == 9 and df.cost_loss[0] == 1
     html = r._repr_html_()
     assert html.startswith("<b>Big</b>") and "<table" in html and "setting_k0" in html
+
+
+def test_uncertainty_kinds_are_documented():
+    assert list(UNCERTAINTY_KINDS) == ["", "sem", "residual", "bootstrap ci95 half-width",
+                                       "ci95 half-width (t)"]
+    assert "NOT a standard error" in UNCERTAINTY_KINDS["residual"]
+    import optigrade._tables as t
+    for kind in UNCERTAINTY_KINDS:
+        assert f'"{kind}"' in t.__doc__  # the module docstring's table names every kind
+
+
+def test_rename_legacy_reads_an_old_table_back_into_the_schema():
+    new = rows_to_frame([dict(quantity="eigenvalue_LA", value=4.0, uncertainty=1e-9,
+                              uncertainty_kind="residual")], run_id="r")
+    old = new.rename(columns={v: k for k, v in LEGACY_COLUMNS.items()})
+    assert "std_error" in old.columns and "uncertainty" not in old.columns
+    back = validate_frame(rename_legacy(old))
+    pd.testing.assert_frame_equal(back, new)
+    assert "std_error" in old.columns  # a copy: the old frame is left as it was
+    pd.testing.assert_frame_equal(rename_legacy(new), new)  # a current frame is unchanged

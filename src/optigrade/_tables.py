@@ -15,9 +15,9 @@ data                the data split the quantity was measured on: "forget", "reta
 quantity            what was measured ("hessian_trace", "eigenvalue_LA", "forget_acc", ...)
 index               position within a vector-valued quantity (eigenvalue i, grid point i); 0
 value               the number
-std_error           its uncertainty (NaN when none)
-std_error_kind      what std_error is: "" (none), "sem" (standard error of a mean),
-                    "bootstrap", "residual" (‖Hy − λy‖, bounds an eigenvalue's error), ...
+uncertainty         a number that says how far ``value`` may be off (NaN when none); what it
+                    is, is said by uncertainty_kind (it is NOT always a standard error)
+uncertainty_kind    what uncertainty is, one of :data:`UNCERTAINTY_KINDS` (below)
 unit                "loss", "loss/param^2", "probability", "l2 weight norm", ... or ""
 <coordinates>       optional per-row columns that place a row (alpha, a, b, block, ...)
 setting_<name>      one column per setting that produced the row, repeated on every row
@@ -26,8 +26,25 @@ cost_grad           gradient passes spent
 cost_hvp            Hessian-vector-product passes spent
 ==================  ==========================================================================
 
->>> df = rows_to_frame([dict(quantity="hessian_trace", value=12.5, std_error=0.3,
-...                          std_error_kind="sem", unit="loss/param^2")],
+The kinds of ``uncertainty`` (:data:`UNCERTAINTY_KINDS`); only "sem" may be drawn as "± 1 s.e.":
+
+============================  ================================================================
+uncertainty_kind              what ``uncertainty`` is
+============================  ================================================================
+""                            none (uncertainty is NaN)
+"sem"                         standard error of a Monte-Carlo mean: sample std / √n
+"residual"                    Lanczos residual ‖Hy − λy‖₂ of a Ritz pair (λ, y), ‖y‖ = 1: a
+                              bound on the distance from the Ritz value λ to the nearest
+                              eigenvalue of H, NOT a standard error (it is deterministic)
+"bootstrap ci95 half-width"   half the width of a 95 % bootstrap confidence interval
+"ci95 half-width (t)"         half the width of a 95 % Student-t confidence interval
+============================  ================================================================
+
+Tables written before the rename have ``std_error`` / ``std_error_kind``: read them through
+:func:`rename_legacy`.  A row dict or frame that still uses the old names is refused.
+
+>>> df = rows_to_frame([dict(quantity="hessian_trace", value=12.5, uncertainty=0.3,
+...                          uncertainty_kind="sem", unit="loss/param^2")],
 ...                    settings=dict(n=30, seed=0), cost=dict(loss=0, grad=0, hvp=30),
 ...                    run_id="r1", subject="unlearned", data="forget")
 >>> list(df.columns) == list(SCHEMA)[:9] + ["setting_n", "setting_seed"] + COST_COLUMNS
@@ -38,6 +55,10 @@ True
 Traceback (most recent call last):
 ...
 ValueError: the frame lacks schema columns ['unit']; build it with optigrade._tables.rows_to_frame
+>>> rows_to_frame([dict(quantity="hessian_trace", value=12.5, std_error=0.3)])
+Traceback (most recent call last):
+...
+ValueError: row {...} uses the old column name(s) ['std_error']; they were renamed to ['uncertainty'] ...
 """
 
 from __future__ import annotations
@@ -50,7 +71,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["SCHEMA", "HEAD_COLUMNS", "COST_COLUMNS", "SETTING_PREFIX", "CONTEXT",
-           "rows_to_frame", "validate_frame", "Result"]
+           "UNCERTAINTY_KINDS", "LEGACY_COLUMNS", "rows_to_frame", "validate_frame",
+           "rename_legacy", "Result"]
 
 #: Ordered column → one-line meaning (``setting_<name>`` and ``<coordinates>`` stand for
 #: families of columns).
@@ -61,8 +83,9 @@ SCHEMA: dict[str, str] = {
     "quantity": "what was measured",
     "index": "position within a vector-valued quantity (0 for scalars)",
     "value": "the number",
-    "std_error": "its uncertainty (NaN when none)",
-    "std_error_kind": "'' | 'sem' | 'bootstrap' | 'residual' | ...",
+    "uncertainty": "how far value may be off (NaN when none); what it is: uncertainty_kind",
+    "uncertainty_kind": "'' | 'sem' | 'residual' | 'bootstrap ci95 half-width' | "
+                        "'ci95 half-width (t)' (see UNCERTAINTY_KINDS)",
     "unit": "unit of value ('' when dimensionless or unknown)",
     "<coordinates>": "optional per-row columns placing the row (alpha, a, b, block, ...)",
     "setting_<name>": "a setting that produced the row, repeated on every row",
@@ -71,15 +94,27 @@ SCHEMA: dict[str, str] = {
     "cost_hvp": "Hessian-vector-product passes spent (NaN when unknown)",
 }
 
-HEAD_COLUMNS = ["run_id", "subject", "data", "quantity", "index", "value", "std_error",
-                "std_error_kind", "unit"]
+HEAD_COLUMNS = ["run_id", "subject", "data", "quantity", "index", "value", "uncertainty",
+                "uncertainty_kind", "unit"]
 COST_COLUMNS = ["cost_loss", "cost_grad", "cost_hvp"]
 SETTING_PREFIX = "setting_"
 #: The columns ``rows_to_frame(..., **context)`` may fill for every row.
 CONTEXT = ("run_id", "subject", "data")
 
-_DEFAULTS = {"run_id": "", "subject": "", "data": "", "index": 0, "std_error": float("nan"),
-             "std_error_kind": "", "unit": ""}
+#: uncertainty_kind → what the row's ``uncertainty`` is.
+UNCERTAINTY_KINDS: dict[str, str] = {
+    "": "none (uncertainty is NaN)",
+    "sem": "standard error of a Monte-Carlo mean (sample std / sqrt(n))",
+    "residual": "Lanczos residual ||Hy - lambda y||_2: a bound on the distance from the Ritz "
+                "value to the nearest eigenvalue, NOT a standard error",
+    "bootstrap ci95 half-width": "half the width of a 95% bootstrap confidence interval",
+    "ci95 half-width (t)": "half the width of a 95% Student-t confidence interval",
+}
+#: Column names of tables written before the rename → their names now.
+LEGACY_COLUMNS = {"std_error": "uncertainty", "std_error_kind": "uncertainty_kind"}
+
+_DEFAULTS = {"run_id": "", "subject": "", "data": "", "index": 0, "uncertainty": float("nan"),
+             "uncertainty_kind": "", "unit": ""}
 _SUBJECTS = ("original", "unlearned", "attacked:<label>", "")
 
 
@@ -112,6 +147,36 @@ def order_columns(columns: Iterable[str]) -> list[str]:
             + [c for c in COST_COLUMNS if c in columns])
 
 
+def _refuse_legacy(columns, what: str) -> None:
+    old = [c for c in LEGACY_COLUMNS if c in columns]
+    if old:
+        new = [LEGACY_COLUMNS[c] for c in old]
+        raise ValueError(f"{what} uses the old column name(s) {old}; they were renamed to {new} "
+                         f"(uncertainty_kind says what the number is: 'sem', 'residual', ...). "
+                         f"Rename the keys, or read an old table with "
+                         f"optigrade._tables.rename_legacy(df)")
+
+
+def rename_legacy(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with the columns of tables written by earlier versions renamed
+    (:data:`LEGACY_COLUMNS`: ``std_error`` → ``uncertainty``, ``std_error_kind`` →
+    ``uncertainty_kind``); a frame without them is returned as a copy, unchanged.
+
+    >>> old = pd.DataFrame({"quantity": ["eigenvalue_LA"], "value": [4.0], "std_error": [1e-9],
+    ...                     "std_error_kind": ["residual"]})
+    >>> list(rename_legacy(old).columns)
+    ['quantity', 'value', 'uncertainty', 'uncertainty_kind']
+
+    Raises:
+        ValueError: ``df`` has both an old column and its new name (which one is right?).
+    """
+    both = [c for c, n in LEGACY_COLUMNS.items() if c in df.columns and n in df.columns]
+    if both:
+        raise ValueError(f"the frame has both {both} and {[LEGACY_COLUMNS[c] for c in both]}; "
+                         f"drop one of each pair before rename_legacy")
+    return df.rename(columns=LEGACY_COLUMNS)
+
+
 def rows_to_frame(rows: Iterable[Mapping], settings: Mapping | None = None, cost=None,
                   **context) -> pd.DataFrame:
     """Tidy table in :data:`SCHEMA` order from row dicts.
@@ -126,8 +191,9 @@ def rows_to_frame(rows: Iterable[Mapping], settings: Mapping | None = None, cost
         **context: ``run_id``, ``subject``, ``data`` for every row that does not set its own.
 
     Raises:
-        ValueError: a row without ``quantity`` or ``value``, a context key outside
-            ``run_id, subject, data``, a subject outside the vocabulary.
+        ValueError: a row without ``quantity`` or ``value``, a row with the old keys
+            ``std_error`` / ``std_error_kind`` (now ``uncertainty`` / ``uncertainty_kind``),
+            a context key outside ``run_id, subject, data``, a subject outside the vocabulary.
     """
     bad = sorted(set(context) - set(CONTEXT))
     if bad:
@@ -140,6 +206,7 @@ def rows_to_frame(rows: Iterable[Mapping], settings: Mapping | None = None, cost
     extra.update(_cost_columns(cost))
     out = []
     for r in rows:
+        _refuse_legacy(r.keys(), f"row {dict(r)!r}")
         missing = [c for c in ("quantity", "value") if c not in r]
         if missing:
             raise ValueError(f"row {dict(r)!r} lacks {missing}; every row needs a quantity and a value")
@@ -152,9 +219,11 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Check ``df`` against :data:`SCHEMA` and return it unchanged.
 
     Raises:
-        ValueError: schema columns missing (named), columns out of schema order, or a subject
-            outside the vocabulary.
+        ValueError: old columns ``std_error`` / ``std_error_kind`` (read old tables through
+            :func:`rename_legacy`), schema columns missing (named), columns out of schema
+            order, or a subject outside the vocabulary.
     """
+    _refuse_legacy(df.columns, "the frame")
     missing = [c for c in HEAD_COLUMNS + COST_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"the frame lacks schema columns {missing}; build it with "
@@ -211,7 +280,7 @@ class Result:
     ...     def _rows(self):
     ...         se = self.samples.std(ddof=1) / math.sqrt(len(self.samples))
     ...         return [dict(quantity="mean", value=float(self.samples.mean()),
-    ...                      std_error=float(se), std_error_kind="sem")]
+    ...                      uncertainty=float(se), uncertainty_kind="sem")]
     >>> r = Mean(np.arange(1000.0), dict(n=1000))
     >>> r
     Mean(samples=array(1000,)[0 … 999], settings={n=1000}, cost=None)

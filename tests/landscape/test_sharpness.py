@@ -82,3 +82,37 @@ def test_pac_bayes_sigma_closed_form():
                  (torch.randn(6, generator=gen, dtype=torch.float64) for _ in range(64))])
     assert r.value == pytest.approx(np.sqrt(2 * 0.05 / S), rel=1e-6)
     assert r.settings["reached"]
+
+
+def test_given_scale_expectation_against_dense_hessian():
+    from optigrade.landscape._examples import least_squares
+    probe, H = least_squares()
+    c = torch.tensor([0.3, 1.0, 2.5, 0.0], dtype=torch.float64)  # one coordinate held fixed
+    r = ls.average_sharpness(probe, 0.02, n=300, scale=c, seed=4)
+    expect = 0.5 * 0.02 ** 2 * float(np.sum(c.numpy() ** 2 * np.diag(H)))
+    assert abs(r.value - expect) <= 3 * r.std_error
+    assert r.settings["rho_meaning"] == "per-coordinate std: δ_i ~ N(0, (ρ·c_i)²), c given"
+    assert r.settings["scale_rms"] == pytest.approx(float(np.sqrt(np.mean(c.numpy() ** 2))))
+    assert not r.settings["adaptive"]
+    assert r.to_frame().setting_scale_rms[0] == pytest.approx(r.settings["scale_rms"])
+    # the same c as a list of tensors shaped like probe.params (weight (1, 3), bias (1,))
+    r2 = ls.average_sharpness(probe, 0.02, n=300, scale=[c[:3].view(1, 3), c[3:]], seed=4)
+    assert np.array_equal(r2.history, r.history)
+
+
+def test_scale_of_ones_is_the_isotropic_measure_bit_for_bit():
+    from optigrade.landscape._examples import least_squares
+    probe, _ = least_squares()
+    a = ls.average_sharpness(probe, 0.05, n=16, seed=7)
+    b = ls.average_sharpness(probe, 0.05, n=16, seed=7, scale=torch.ones(probe.numel))
+    assert a.value == b.value and a.std_error == b.std_error
+    assert np.array_equal(a.history, b.history)
+    assert b.settings["scale_rms"] == 1.0 and "c given" not in a.settings["rho_meaning"]
+
+
+def test_given_scale_equals_adaptive_when_it_is_the_adaptive_scale():
+    m, p = probe_of()
+    c = m.theta.detach().abs() + 0.1
+    a = ls.average_sharpness(p, 0.1, n=8, adaptive=True, eta=0.1, seed=2)
+    g = ls.average_sharpness(p, 0.1, n=8, scale=c.numpy(), seed=2)
+    assert np.array_equal(a.history, g.history)

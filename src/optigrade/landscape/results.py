@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,14 +56,15 @@ def _sem(x: float) -> str:
 # ---------------------------------------------------------------------------------- spectra
 @dataclass(frozen=True, repr=False)
 class EigenResult(Result):
-    """Top-k eigenpairs of H.  ``residuals[i]`` = ‖H y_i − λ_i y_i‖ = |β_m s_{m,i}|, reported
-    as the row's ``std_error`` (kind "residual": it bounds the eigenvalue's error).
+    """Top-k eigenpairs of H.  ``residuals[i]`` = ‖H y_i − λ_i y_i‖₂ = |β_m s_{m,i}|, reported
+    as the row's ``uncertainty`` with ``uncertainty_kind`` "residual": a bound on the distance
+    from the Ritz value λ_i to the nearest eigenvalue of H, not a standard error.
 
     >>> from optigrade import landscape as ls
     >>> from optigrade.landscape._examples import least_squares
     >>> probe, H = least_squares()
     >>> df = ls.top_eigenvalues(probe, 2).to_frame(subject="unlearned", data="forget")
-    >>> df[["subject", "quantity", "index", "std_error_kind"]].values.tolist()
+    >>> df[["subject", "quantity", "index", "uncertainty_kind"]].values.tolist()
     [['unlearned', 'eigenvalue_LA', 0, 'residual'], ['unlearned', 'eigenvalue_LA', 1, 'residual']]
     """
 
@@ -79,21 +81,22 @@ class EigenResult(Result):
 
     def _rows(self):
         return [dict(quantity=f"eigenvalue_{self.settings['which']}", index=i, value=float(v),
-                     std_error=float(r), std_error_kind="residual", unit=CURVATURE,
+                     uncertainty=float(r), uncertainty_kind="residual", unit=CURVATURE,
                      converged=bool(c))
                 for i, (v, r, c) in enumerate(zip(self.eigenvalues, self.residuals, self.converged))]
 
 
 @dataclass(frozen=True, repr=False)
 class TraceResult(Result):
-    """Stochastic estimate of tr H with its standard error.
+    """Stochastic estimate of tr H with its standard error (the row's ``uncertainty``, kind
+    "sem"; NaN and kind "" when there are fewer than two samples).
 
     >>> import numpy as np
     >>> r = TraceResult(estimate=3.0, std_error=0.1, samples=np.array([2.9, 3.1]),
     ...                 settings=dict(n=2), cost=Cost(hvp=2))
     >>> r
     TraceResult(estimate=3, std_error=0.1, samples=[2.9, 3.1], settings={n=2}, cost=Cost(loss=0, grad=0, hvp=2))
-    >>> r.to_frame(subject="unlearned", data="forget")[["quantity", "value", "std_error_kind"]].values.tolist()
+    >>> r.to_frame(subject="unlearned", data="forget")[["quantity", "value", "uncertainty_kind"]].values.tolist()
     [['hessian_trace', 3.0, 'sem']]
     """
 
@@ -104,8 +107,8 @@ class TraceResult(Result):
     cost: Cost
 
     def _rows(self):
-        return [dict(quantity="hessian_trace", value=self.estimate, std_error=self.std_error,
-                     std_error_kind=_sem(self.std_error), unit=CURVATURE)]
+        return [dict(quantity="hessian_trace", value=self.estimate, uncertainty=self.std_error,
+                     uncertainty_kind=_sem(self.std_error), unit=CURVATURE)]
 
 
 @dataclass(frozen=True, repr=False)
@@ -153,8 +156,8 @@ class Density(Result):
 
     def _rows(self):
         se = self.trace_std_error
-        return [dict(quantity="slq_trace", value=self.trace_estimate, std_error=se,
-                     std_error_kind=_sem(se), unit=CURVATURE),
+        return [dict(quantity="slq_trace", value=self.trace_estimate, uncertainty=se,
+                     uncertainty_kind=_sem(se), unit=CURVATURE),
                 dict(quantity="slq_lambda_max", value=float(self.nodes.max()), unit=CURVATURE),
                 dict(quantity="slq_lambda_min", value=float(self.nodes.min()), unit=CURVATURE)]
 
@@ -172,21 +175,45 @@ class Density(Result):
         return fig
 
 
+#: Legend texts of BlockSpectra.plot (tests and readers look for them).
+SEM_LABEL = "± 1 s.e."
+RESIDUAL_LABEL = "residual bound ‖Hy−λy‖ (not a standard error)"
+
+
+def _unit_tex(unit: str) -> str:
+    return unit.replace("^2", "²")
+
+
+def _block_title(q: str, settings: dict) -> str:
+    if q == "lambda_max":
+        return "largest eigenvalue λ_max of each diagonal block H_bb (Lanczos)"
+    if q == "trace":
+        return f"trace of each diagonal block H_bb (Hutchinson, n={settings.get('n_trace')})"
+    return f"{q} of each diagonal block H_bb (Lanczos)"
+
+
 @dataclass(frozen=True, repr=False)
 class BlockSpectra(Result):
     """Per-block curvature: diagonal blocks H_bb (other blocks' weights held fixed).
 
     ``table``: one row per block × quantity (columns block, pattern, quantity, index, value,
-    std_error, std_error_kind, unit, n_params); ``to_frame()`` adds the schema's columns.
+    uncertainty, uncertainty_kind, unit, n_params); ``to_frame()`` adds the schema's columns.
+    Eigenvalue rows carry the Lanczos residual (kind "residual"), trace rows the
+    Hutchinson standard error (kind "sem"): see :data:`optigrade._tables.UNCERTAINTY_KINDS`.
 
     >>> from optigrade import landscape as ls
     >>> from optigrade.landscape._examples import least_squares
     >>> probe, H = least_squares()
     >>> b = ls.block_spectra(probe, {"w": "weight", "b": "bias"}, n_trace=5)
-    >>> b.table[["block", "quantity", "n_params"]].values.tolist()
-    [['w', 'lambda_max', 3], ['w', 'trace', 3], ['b', 'lambda_max', 1], ['b', 'trace', 1]]
+    >>> b.table[["block", "quantity", "uncertainty_kind", "n_params"]].values.tolist()
+    [['w', 'lambda_max', 'residual', 3], ['w', 'trace', 'sem', 3], ['b', 'lambda_max', 'residual', 1], ['b', 'trace', 'sem', 1]]
     >>> list(b.to_frame(run_id="r7").run_id.unique())
     ['r7']
+    >>> fig = b.plot(["lambda_max", "trace"])
+    >>> [ax.get_ylabel() for ax in fig.axes]
+    ['λ_max [loss/param²]', 'trace [loss/param²]']
+    >>> [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    ['± 1 s.e.']
     """
 
     table: pd.DataFrame
@@ -196,21 +223,76 @@ class BlockSpectra(Result):
     def _rows(self):
         return self.table.to_dict("records")
 
-    def plot(self, quantity: str = "lambda_max"):
-        df = self.table[self.table.quantity == quantity]
-        fig = new_figure(figsize=(max(4, 0.5 * len(df) + 2), 3.5))
-        ax = fig.add_subplot(111)
-        ax.bar(df.block.astype(str), df.value, yerr=df.std_error.fillna(0))
-        ax.set_ylabel(quantity)
-        ax.tick_params(axis="x", rotation=60)
-        fig.tight_layout()
+    def plot(self, quantity: str | Sequence[str] = "lambda_max"):
+        """Bars of ``quantity`` per block; one panel per quantity when given a list.
+
+        Each panel says what its bars are: error bars only on rows whose uncertainty is a
+        standard error (kind "sem", legend "± 1 s.e."); a Lanczos residual (kind "residual")
+        is a bound on the distance from the Ritz value to the nearest eigenvalue, not a
+        standard error: it is drawn as red "_" marks at λ ± r when visible on the axis and is
+        named, with its largest value, in the legend either way.  Title and y-label carry the
+        unit.
+
+        Raises:
+            ValueError: a quantity that is not in the table (the ones there are named).
+        """
+        qs = [quantity] if isinstance(quantity, str) else list(quantity)
+        have = list(dict.fromkeys(self.table.quantity)) if len(self.table) else []
+        bad = [q for q in qs if q not in have]
+        if bad or not qs:
+            raise ValueError(f"quantity {bad or qs!r} is not in this BlockSpectra; it has "
+                             f"{have} (trace rows need n_trace > 0)")
+        nb = max(int((self.table.quantity == q).sum()) for q in qs)
+        fig = new_figure(figsize=(len(qs) * max(4.5, 0.55 * nb + 2.5), 4.2),
+                         layout="constrained")
+        for i, q in enumerate(qs):
+            self._panel(fig.add_subplot(1, len(qs), i + 1), q)
         return fig
+
+    def _panel(self, ax, q: str) -> None:
+        from matplotlib.lines import Line2D
+        df = self.table[self.table.quantity == q].reset_index(drop=True)
+        x = np.arange(len(df))
+        value = df.value.to_numpy(float)
+        unc = df.uncertainty.to_numpy(float)
+        kind = df.uncertainty_kind.to_numpy(str)
+        ax.bar(x, value, color="C0")
+        handles = []
+        sem = (kind == "sem") & np.isfinite(unc)
+        if sem.any():
+            handles.append(ax.errorbar(x[sem], value[sem], yerr=unc[sem], fmt="none",
+                                       ecolor="k", capsize=4, label=SEM_LABEL))
+        res = (kind == "residual") & np.isfinite(unc)
+        if res.any():
+            r = unc[res]
+            lo, hi = ax.get_ylim()
+            shown = r >= 0.005 * (hi - lo)
+            label = f"{RESIDUAL_LABEL}\nlargest {r.max():.2g}"
+            if shown.any():
+                xs, vs, rs = x[res][shown], value[res][shown], r[shown]
+                ax.plot(np.r_[xs, xs], np.r_[vs - rs, vs + rs], linestyle="none",
+                        marker="_", markersize=14, color="C3")
+            else:
+                label += ", too small to draw"
+            handles.append(Line2D([], [], linestyle="none", marker="_", markersize=14,
+                                  color="C3", label=label))
+        unit = _unit_tex(str(df.unit.iloc[0])) if len(df) and df.unit.iloc[0] else ""
+        name = "λ_max" if q == "lambda_max" else q
+        ax.set_ylabel(f"{name} [{unit}]" if unit else name)
+        ax.set_title(_block_title(q, self.settings) + (f"\n[{unit}]" if unit else ""),
+                     fontsize=9)
+        ax.set_xticks(x, df.block.astype(str), rotation=60, ha="right")
+        if handles:  # headroom above the bars so the legend covers none of them
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, hi + 0.12 * len(handles) * (hi - lo))
+            ax.legend(handles=handles, fontsize=7, loc="upper left")
 
 
 # -------------------------------------------------------------------------------- sharpness
 @dataclass(frozen=True, repr=False)
 class SharpnessResult(Result):
-    """One sharpness number: ``value`` = L(perturbed) − L(θ) (or σ* for PAC-Bayes).
+    """One sharpness number: ``value`` = L(perturbed) − L(θ) (or σ* for PAC-Bayes);
+    ``std_error`` (a Monte-Carlo standard error, NaN when none) is the row's ``uncertainty``.
 
     >>> r = SharpnessResult("sam_sharpness", value=0.02, std_error=float("nan"), loss=1.5,
     ...                     settings=dict(rho=0.1), cost=Cost(loss=1, grad=1))
@@ -228,8 +310,8 @@ class SharpnessResult(Result):
 
     def _rows(self):
         unit = "param-space std" if self.kind == "pac_bayes_sigma" else "loss"
-        return [dict(quantity=self.kind, value=self.value, std_error=self.std_error,
-                     std_error_kind=_sem(self.std_error), unit=unit),
+        return [dict(quantity=self.kind, value=self.value, uncertainty=self.std_error,
+                     uncertainty_kind=_sem(self.std_error), unit=unit),
                 dict(quantity="loss_at_checkpoint", value=self.loss, unit="loss")]
 
 

@@ -2,7 +2,8 @@
 
 Every result's ``settings["rho_meaning"]`` says what ρ is: a *radius* (worst-case, SAM) or a
 *per-coordinate standard deviation* (average-case, PAC-Bayes σ).  "Adaptive" variants scale
-the perturbation elementwise by c = |θ| + η (Kwon et al. 2021, ASAM).
+the perturbation elementwise by c = |θ| + η (Kwon et al. 2021, ASAM); :func:`average_sharpness`
+also takes a given elementwise scale c (``scale=``, e.g. a quantization grid's half-step/√3).
 """
 
 from __future__ import annotations
@@ -25,6 +26,38 @@ def _scale(probe: Probe, adaptive: bool, eta: float) -> torch.Tensor | None:
     if not (eta >= 0 and np.isfinite(eta)):
         raise ValueError(f"eta must be a finite number >= 0, got {eta}")
     return probe.flat_params().double().abs() + eta
+
+
+def _given_scale(probe: Probe, scale) -> torch.Tensor:
+    """``scale`` (a flat vector of ``probe.numel`` entries, torch or numpy, or a list of
+    tensors shaped like ``probe.params``) as a flat float64 CPU tensor, checked finite, >= 0."""
+    fix = (f"pass a flat tensor of probe.numel = {probe.numel} entries or a list of tensors "
+           f"shaped like probe.params {[tuple(s) for s in probe.shapes][:4]}")
+    if isinstance(scale, np.ndarray):
+        scale = torch.from_numpy(np.ascontiguousarray(scale))
+    if isinstance(scale, torch.Tensor):
+        if scale.dim() != 1 or scale.numel() != probe.numel:
+            raise ValueError(f"scale has shape {tuple(scale.shape)}; {fix}")
+        c = scale.detach().to(device="cpu", dtype=torch.float64)
+    elif isinstance(scale, (list, tuple)):
+        parts = [torch.as_tensor(t) for t in scale]
+        if len(parts) != len(probe.shapes) or any(t.shape != sh for t, sh in
+                                                  zip(parts, probe.shapes)):
+            raise ValueError(f"scale is a list of shapes {[tuple(t.shape) for t in parts][:4]} "
+                             f"({len(parts)} tensors); {fix}")
+        c = torch.cat([t.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
+                       for t in parts]) if parts else torch.zeros(0, dtype=torch.float64)
+    else:
+        raise ValueError(f"scale must be a tensor or a list of tensors, got "
+                         f"{type(scale).__name__}; {fix}")
+    if not bool(torch.isfinite(c).all()):
+        bad = int((~torch.isfinite(c)).nonzero()[0])
+        raise ValueError(f"scale must be finite; entry {bad} (flat order) is {float(c[bad])}")
+    if bool((c < 0).any()):
+        bad = int((c < 0).nonzero()[0])
+        raise ValueError(f"scale must be >= 0 (it is a per-coordinate std multiplier); entry "
+                         f"{bad} (flat order) is {float(c[bad])}: pass |c|")
+    return c
 
 
 def _start(probe: Probe, adaptive: bool, eta: float):
@@ -104,8 +137,15 @@ def worst_case_sharpness(probe: Probe, rho: float, *, norm: str = "l2", steps: i
 
 
 def average_sharpness(probe: Probe, rho: float, *, n: int = 32, adaptive: bool = False,
-                      eta: float = 0.0, antithetic: bool = True, seed: int = 0) -> SharpnessResult:
+                      eta: float = 0.0, antithetic: bool = True, seed: int = 0,
+                      scale=None) -> SharpnessResult:
     """E_δ[L(θ+δ)] − L(θ), δ = ρ·c⊙z, z ~ N(0, I), by Monte Carlo with standard error.
+
+    c is 1 (default), |θ| + η (``adaptive``), or given (``scale``: a flat tensor of
+    ``probe.numel`` entries, or a list of tensors shaped like ``probe.params``; finite, >= 0),
+    so δ_i ~ N(0, (ρ·c_i)²).  A given scale is for noise at a known per-weight size, e.g. the
+    quantization-noise scale c_i = half-step_i/√3 (the std of a uniform rounding error) with
+    ρ = 1 (or ¼, ½); ``settings["scale_rms"]`` records √(mean c_i²).
 
     With ``antithetic`` each draw uses (L(θ+δ) + L(θ−δ))/2 (first-order term cancels; still
     unbiased).  On a quadratic the expectation is (ρ²/2)·Σ_i c_i² H_ii = (ρ²/2)·tr H for c = 1,
@@ -118,14 +158,35 @@ def average_sharpness(probe: Probe, rho: float, *, n: int = 32, adaptive: bool =
     >>> r = average_sharpness(probe, rho=0.01, n=200)
     >>> bool(abs(r.value - 0.5 * 0.01**2 * np.trace(H)) <= 3 * r.std_error), r.cost.loss
     (True, 401)
+
+    and with a given per-coordinate scale c, E = (ρ²/2)·Σ_i c_i² H_ii:
+
+    >>> c = torch.tensor([0.5, 1.0, 2.0, 0.1], dtype=torch.float64)
+    >>> r = average_sharpness(probe, rho=0.01, n=200, scale=c)
+    >>> expect = 0.5 * 0.01**2 * float(np.sum(c.numpy()**2 * np.diag(H)))
+    >>> bool(abs(r.value - expect) <= 3 * r.std_error), r.settings["rho_meaning"]
+    (True, 'per-coordinate std: δ_i ~ N(0, (ρ·c_i)²), c given')
+    >>> bool(np.isclose(r.settings["scale_rms"], np.sqrt(np.mean(c.numpy() ** 2))))
+    True
     """
     _positive("rho", rho)
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (for a standard error), got {n!r}")
+    if scale is not None and adaptive:
+        raise ValueError("scale= and adaptive=True both set the per-coordinate noise scale c "
+                         "(given c, or c = |θ|+η); pass one of them (to use |θ|+η as the given "
+                         "scale, pass scale=probe.flat_params().abs() + eta)")
+    given = None if scale is None else _given_scale(probe, scale)
     start, c, l0 = _start(probe, adaptive, eta)
+    if given is not None:
+        c = given
     vals = _noise_rises(probe, rho, n, c, antithetic, seed, l0)
-    settings = dict(rho=rho, rho_meaning=_meaning("std", None, adaptive), n=n,
+    meaning = ("per-coordinate std: δ_i ~ N(0, (ρ·c_i)²), c given" if given is not None else
+               _meaning("std", None, adaptive))
+    settings = dict(rho=rho, rho_meaning=meaning, n=n,
                     antithetic=antithetic, adaptive=adaptive, eta=eta, seed=seed)
+    if given is not None:
+        settings["scale_rms"] = float(given.square().mean().sqrt()) if given.numel() else 0.0
     return SharpnessResult("average_sharpness", float(vals.mean()),
                            float(vals.std(ddof=1) / np.sqrt(n)), l0, settings,
                            probe.cost() - start, vals)

@@ -384,11 +384,12 @@ def block_spectra(probe: Probe, blocks: dict | Sequence | None = None, *, k: int
         for i, (v, r) in enumerate(zip(eig.eigenvalues, eig.residuals)):
             q = "lambda_max" if (i == 0 and which == "LA") else f"lambda_{which}_{i}"
             rows.append(dict(block=name, pattern=str(pat), quantity=q, index=i, value=float(v),
-                             std_error=float(r), std_error_kind="residual",
+                             uncertainty=float(r), uncertainty_kind="residual",
                              unit="loss/param^2", n_params=sub.numel))
         if tr:
             rows.append(dict(block=name, pattern=str(pat), quantity="trace", index=0,
-                             value=tr.estimate, std_error=tr.std_error, std_error_kind="sem",
+                             value=tr.estimate, uncertainty=tr.std_error,
+                             uncertainty_kind="sem" if np.isfinite(tr.std_error) else "",
                              unit="loss/param^2", n_params=sub.numel))
     settings = dict(k=k, which=which, n_trace=n_trace, tol=tol, seed=seed)
     return BlockSpectra(pd.DataFrame(rows), settings, total)
