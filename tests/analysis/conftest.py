@@ -51,6 +51,11 @@ def small_study_dict(**over):
                     {"kind": "relearn", "label": "rl-half", "steps": 2, "lr": 1.0e-3, "protocol": "half"},
                     {"kind": "noise", "label": "noise", "sigma": 0.01}],
         "diagnostics": {"bits": [4]},
+        # small budgets: the geometry stage's own tests (test_geometry.py) check its numbers
+        "geometry": {"examples": 8, "k": 2, "lanczos_iter": 6, "trace_queries": 6, "sharpness_samples": 2,
+                     "noise_scales": [1.0], "slice_points": 3, "interp_points": 3, "radius_samples": 10,
+                     "uniform_samples": 2, "theory_queries": [1, 4], "theory_repeats": 2, "theory_reference_n": 1,
+                     "theory_mus": [1.0e-3, 1.0e-2], "theory_samples": 4, "theory_trace_queries": 6},
     }
     d.update(over)
     return copy.deepcopy(d)

@@ -12,8 +12,9 @@ from optigrade._files import file_mode, model_fingerprint
 from optigrade.analysis.config import StudyConfig
 from optigrade.analysis.deltas import DeltaError, load_delta, moved_parameters, save_delta
 from optigrade.analysis.study import EvalBudget, run_study
+from optigrade.analysis.study import VOLATILE_COLUMNS
 
-VOLATILE = ["unlearn_seconds", "run_seconds"]
+VOLATILE = VOLATILE_COLUMNS
 
 
 def _sha(model):

@@ -79,7 +79,8 @@ def test_markdown_and_html_have_the_same_sections(tmp_path):
     text, page = md.read_text(), (tmp_path / "report.html").read_text()
     titles = re.findall(r"^## (.+)$", text, flags=re.M)
     assert titles == [t.replace("&#x27;", "'") for t in re.findall(r"<h2>(.+?)</h2>", page)]
-    assert len(titles) == 3 + 4  # setup, matched, sentences; four metrics of npo (no diagnostics)
+    assert len(titles) == 3 + 4 + 1  # setup, matched, sentences; four metrics of npo (no diagnostics); Explain
+    assert titles[-1] == "Explain" and "Not run: the table predates the tidy schema" in text
     assert text.count("\n|---") + text.count("_(no rows)_") == page.count("<table") == 1 + 4  # matched + 4 metrics
     assert "(eval_retain=7)" in text and "wall time 1.5 s" in text
     assert "_(no rows)_" in text  # forget_para_acc / general_ppl are not in the toy

@@ -7,8 +7,9 @@ import pytest
 
 from optigrade.analysis.config import StudyConfig
 from optigrade.analysis.study import run_study
+from optigrade.analysis.study import VOLATILE_COLUMNS
 
-VOLATILE = ["unlearn_seconds", "run_seconds"]
+VOLATILE = VOLATILE_COLUMNS
 _DICT = []
 
 

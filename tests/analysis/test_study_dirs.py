@@ -20,6 +20,7 @@ from optigrade._validate import ConfigError
 from optigrade.analysis.config import StudyConfig
 from optigrade.analysis.report import load_study
 from optigrade.analysis.study import run_study
+from optigrade.analysis.study import VOLATILE_COLUMNS
 from optigrade.cli import main
 
 from .._kill import kill_at_flag
@@ -27,7 +28,7 @@ from ..test_files import held_elsewhere, immutable
 from .conftest import small_study_dict
 
 ROOT = Path(__file__).resolve().parents[2]
-VOLATILE = ["unlearn_seconds", "run_seconds"]
+VOLATILE = VOLATILE_COLUMNS
 
 
 def _study(out, bench, model, resume=False, overwrite=False, **over):

@@ -42,7 +42,8 @@ from .attacks import AttackSpec, attack_spec, check_bits, check_group_size
 from ..unlearning.config import (SPLITS, F, ObjectiveSpec, OptimizerSpec, Setup, Spec, UnlearnConfig,
                                  check_optimizer)
 
-__all__ = ["OptimizerSpec", "ObjectiveSpec", "DiagnosticsSpec", "StudyConfig", "load_config", "file_safe"]
+__all__ = ["OptimizerSpec", "ObjectiveSpec", "DiagnosticsSpec", "GeometrySpec", "StudyConfig", "load_config",
+           "file_safe"]
 
 
 def file_safe(text: str) -> str:
@@ -84,6 +85,110 @@ class DiagnosticsSpec(Spec):
         return v
 
 
+#: What ``geometry.quantities`` may name (see :mod:`optigrade.analysis.geometry`).
+GEOMETRY_QUANTITIES = ("eigenvalues", "trace", "sharpness", "interpolation", "slices", "loss_change",
+                       "radius", "relearn_step")
+
+
+class GeometrySpec(Spec):
+    """The geometry stage (:mod:`optigrade.analysis.geometry`): the loss landscape on forget and
+    retain data around the original and every unlearned checkpoint, and each attack read against
+    it.  Budgets are per checkpoint and data split; the cost lands in ``cost_*`` / ``geo_seconds``.
+
+    >>> g = GeometrySpec()
+    >>> g.enabled, g.data, g.k, g.trace_queries
+    (True, ['forget', 'retain'], 3, 18)
+    >>> GeometrySpec(quantities=["eigenvalues", "curvature"])
+    Traceback (most recent call last):
+    ...
+    optigrade._validate.ConfigError: geometry.quantities: unknown 'curvature'; choose from eigenvalues, trace, sharpness, interpolation, slices, loss_change, radius, relearn_step
+    """
+
+    enabled: bool = F(True, "run the geometry stage", False)
+    quantities: List[str] = F(list(GEOMETRY_QUANTITIES), "which quantities", "[eigenvalues, trace, loss_change]")
+    data: List[str] = F(["forget", "retain"], "data splits the loss is measured on (forget, retain)", "[forget]")
+    examples: int = F(32, "examples per split in the Probe's fixed batch (the split's first N)", 32, ge=2)
+    params: Optional[str] = F(None, "which weights the Probe measures (a pattern: regex | glob: | preset; null: all)",
+                              r"layers\.(2[4-9])\.")
+    keep_graph: bool = F(True, "keep the gradient graph so each HVP is one backward (memory for speed)", True)
+    k: int = F(3, "top Hessian eigenvalues (Lanczos)", 3, ge=1)
+    lanczos_iter: int = F(20, "Lanczos iterations (HVPs) at most", 20, ge=2)
+    trace_queries: int = F(18, "Hutch++ HVPs for tr H (a multiple of 3)", 18, ge=3)
+    sharpness_samples: int = F(8, "noise draws per average sharpness (antithetic: 2 losses each)", 8, ge=2)
+    noise_scales: List[float] = F([0.25, 0.5, 1.0], "multiples c of the quantization-noise std s/sqrt(12)",
+                                  "[0.25, 0.5, 1.0]")
+    noise_bits: Optional[int] = F(None, "RTN bit width of the noise scale (null: the first quantize attack's, else 4)",
+                                  4)
+    noise_group_size: Optional[int] = F(None, "RTN group size of the noise scale (null: that attack's)", 64, ge=1)
+    noise_symmetric: Optional[bool] = F(None, "RTN symmetry of the noise scale (null: that attack's)", True)
+    adaptive_rho: float = F(0.01, "weight-scaled sharpness: per-weight std rho*|theta_i|", 0.01, gt=0)
+    slice_points: int = F(9, "points of the 1-D slices on t in [-0.5, 1.5]", 9, ge=3)
+    interp_points: int = F(9, "points of the interpolation theta_0 -> theta_u on [0, 1]", 9, ge=2)
+    radius_samples: int = F(100, "noise draws of the certified radius", 100, ge=1)
+    radius_alpha: float = F(0.001, "certified radius confidence level alpha", 0.001, gt=0, lt=1)
+    uniform_samples: int = F(8, "Hutchinson draws of the uniform-noise loss-change prediction", 8, ge=2)
+    seed: int = F(0, "seed of every random direction / probe vector", 0, ge=0)
+    theory: bool = F(True, "the SPEC §3.1 theory checks on the original model (ZO mean vs grad L_mu; L_mu - L vs "
+                     "(mu^2/2) tr H)", False)
+    theory_mu: float = F(1e-3, "mu of the ZO-gradient check", 1e-3, gt=0)
+    theory_queries: List[int] = F([1, 4, 16], "query counts q of the ZO-gradient check", "[1, 4, 16]")
+    theory_repeats: int = F(4, "ZO estimates per q", 4, ge=2)
+    theory_reference_n: int = F(4, "antithetic gradient pairs of the Monte-Carlo grad L_mu", 4, ge=0)
+    theory_mus: List[float] = F([1e-3, 1e-2, 3e-2], "mu values of the smoothing-gap check", "[1.0e-3, 1.0e-2]")
+    theory_samples: int = F(16, "antithetic draws of L_mu - L", 16, ge=2)
+    theory_trace_queries: int = F(30, "Hutchinson HVPs for tr H in the smoothing-gap check", 30, ge=2)
+
+    @field_validator("quantities", "data", "noise_scales", "theory_queries", "theory_mus")
+    @classmethod
+    def _lists(cls, v, info):
+        name = info.field_name
+        if not v or len(set(map(str, v))) != len(v):
+            raise ValueError(f"geometry.{name} must be a non-empty list without duplicates, got {v!r}")
+        if name == "quantities":
+            bad = [q for q in v if q not in GEOMETRY_QUANTITIES]
+            if bad:
+                raise ValueError(f"geometry.quantities: unknown {bad[0]!r}; choose from {', '.join(GEOMETRY_QUANTITIES)}")
+        if name == "data":
+            bad = [d for d in v if d not in ("forget", "retain")]
+            if bad:
+                raise ValueError(f"geometry.data: unknown split {bad[0]!r}; the geometry is measured on forget and/or retain "
+                                 "data, e.g. data: [forget, retain]")
+        if name in ("noise_scales", "theory_mus") and not all(isinstance(c, (int, float)) and 0 < c < float("inf")
+                                                             for c in v):
+            raise ValueError(f"geometry.{name} must be numbers > 0, got {v!r}; e.g. [0.25, 0.5, 1.0]")
+        if name == "theory_queries" and not all(isinstance(c, int) and c >= 1 for c in v):
+            raise ValueError(f"geometry.theory_queries must be integers >= 1, got {v!r}; e.g. [1, 4, 16]")
+        return v
+
+    @field_validator("trace_queries")
+    @classmethod
+    def _hutchpp(cls, v):
+        if v % 3:
+            raise ValueError(f"geometry.trace_queries={v} is not a multiple of 3 (Hutch++ splits its HVPs in thirds); "
+                             f"e.g. {3 * max(1, round(v / 3))}")
+        return v
+
+    @field_validator("noise_bits")
+    @classmethod
+    def _noise_bits(cls, v):
+        if v is not None:
+            _bits_ok(v, "geometry.noise_bits")
+        return v
+
+    def resolved(self, attacks) -> "GeometrySpec":
+        """This spec with the noise grid filled from the first quantize attack (else 4 bits,
+        per output channel, symmetric)."""
+        q = next((a.resolved() for a in attacks if a.kind == "quantize"), {})
+        return self.model_copy(update={
+            "noise_bits": self.noise_bits if self.noise_bits is not None else int(q.get("bits", 4)),
+            "noise_group_size": self.noise_group_size if self.noise_group_size is not None else q.get("group_size"),
+            "noise_symmetric": self.noise_symmetric if self.noise_symmetric is not None else bool(q.get("symmetric", True)),
+        })
+
+    def settings(self) -> dict:
+        return self.model_dump(mode="json")
+
+
 def _objectives(v):
     if not isinstance(v, list):
         raise ValueError(f"objectives must be a list, got {v!r}; e.g. objectives: [npo, {{name: simnpo, beta: 2.5}}]")
@@ -109,6 +214,10 @@ def _at(where: str, build, *args):
 
 def _diagnostics(v):
     return v if isinstance(v, DiagnosticsSpec) else _at("diagnostics", DiagnosticsSpec.from_dict, v or {})
+
+
+def _geometry(v):
+    return v if isinstance(v, GeometrySpec) else _at("geometry", GeometrySpec.from_dict, v or {})
 
 
 def _attacks(v):
@@ -168,6 +277,8 @@ class StudyConfig(Setup):
     threads: Optional[int] = F(1, "torch intra-op threads during the study (null: torch's default)", 1, ge=1)
     diagnostics: Annotated[DiagnosticsSpec, BeforeValidator(_diagnostics)] = F(
         DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
+    geometry: Annotated[GeometrySpec, BeforeValidator(_geometry)] = F(
+        GeometrySpec(), "the geometry stage (loss landscape around every checkpoint)", "{k: 3, trace_queries: 18}")
 
     @field_validator("name", "eval_splits")
     @classmethod
@@ -277,6 +388,16 @@ class StudyConfig(Setup):
                                   f"model {self.model!r}; names look like {names[min(3, len(names) - 1)]!r}")
         for i, a in enumerate(self.attacks):
             a.check_model(model, f"attacks[{i}]", self.model)
+        g = self.geometry
+        if g.enabled:
+            if g.params is not None and not any(matcher(g.params)(n, p) for n, p in named):
+                raise ConfigError(f"geometry.params {g.params!r} matches no parameter of model {self.model!r}; names "
+                                  f"look like {names[min(3, len(names) - 1)]!r}")
+            gr = g.resolved(self.attacks)
+            try:
+                check_group_size(model, gr.noise_group_size)
+            except ValueError as e:
+                raise ConfigError(f"geometry.noise_group_size: {e}") from None
         try:
             check_group_size(model, self.diagnostics.group_size)
         except ValueError as e:

@@ -18,6 +18,7 @@ The examples below use a two-optimizer toy study (:func:`_toy_results`).
 from __future__ import annotations
 
 import html
+from math import nan
 import math
 import sys
 from pathlib import Path
@@ -36,8 +37,11 @@ __all__ = ["summarize", "headline_table", "diagnostics_table", "claim_sentences"
 KEYS = ["objective", "optimizer", "grade", "attack", "attack_kind", "data", "setting_bits", "quantity"]
 #: the utility floors and the base values they were applied to (columns of a study's results)
 _FLOORS = ("utility_floor_retain", "utility_max_ppl_ratio", "base_retain_acc", "base_general_ppl")
+#: coordinates placing an element of a vector quantity (eigenvalue i, slice point α, noise scale c)
+_COORDINATES = ("index", "alpha", "noise_scale", "mu", "queries")
 #: the names older study tables used (before the tidy schema), renamed on read
-_RENAMED = {"metric": "quantity", "eval_split": "data", "diag_bits": "setting_bits"}
+_RENAMED = {"metric": "quantity", "eval_split": "data", "diag_bits": "setting_bits", "std_error": "uncertainty",
+            "std_error_kind": "uncertainty_kind"}
 
 
 def _tidy(df: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +73,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     1.2706
     """
     df = _tidy(results).copy()
-    g = df.groupby(KEYS, dropna=False, sort=False)
+    keys = KEYS + [c for c in _COORDINATES if c in df]  # vector quantities: one row per element
+    g = df.groupby(keys, dropna=False, sort=False)
     s = g["value"].agg(n="count", mean="mean", sd="std").reset_index()
     if "matched" in df:
         df["_why"] = list(zip(df["match_reason"], df["match_detail"]))
@@ -231,6 +236,131 @@ def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) ->
     return pd.DataFrame(rows)
 
 
+def _pick(so: pd.DataFrame, quantity: str, data: str, attack: str = "none", **coords) -> pd.DataFrame:
+    x = so[(so["quantity"] == quantity) & (so["data"] == data) & (so["attack"] == attack)]
+    for c, v in coords.items():
+        x = x[x[c] == v] if c in x else x.iloc[:0]
+    return x
+
+
+def geometry_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd.DataFrame:
+    """Rows: the original model, then optimizers by grade; columns: the curvature at each
+    checkpoint (λmax and tr H on forget / retain, average sharpness at the quantization-noise
+    scale c = 1 on forget, the barrier on θ₀ → θ_u) and, per attack, cos(δ, −Δ) (mean ± 95% CI
+    over seeds, from the ``geo_*`` rows).  Empty when the study ran no geometry stage.
+
+    >>> geometry_table(summarize(_toy_results()), "npo").empty
+    True
+    """
+    summary = _tidy(summary)
+    s = summary[summary["quantity"].astype(str).str.startswith("geo_")]
+    s = s[(s["objective"] == objective) | (s["optimizer"] == "original")]
+    if s.empty:
+        return pd.DataFrame()
+    want = [("λmax forget", "geo_lambda_max", "forget", "none", {}), ("λmax retain", "geo_lambda_max", "retain", "none", {}),
+            ("tr H forget", "geo_trace", "forget", "none", {}), ("tr H retain", "geo_trace", "retain", "none", {}),
+            ("q-noise sharpness forget", "geo_qnoise_sharpness", "forget", "none", {"noise_scale": 1.0}),
+            ("barrier θ₀→θ_u forget", "geo_interp_barrier", "forget", "none", {})]
+    attacks = [a for a in dict.fromkeys(s["attack"]) if a != "none"]
+    want += [(f"cos(δ,−Δ) {a}", "geo_cos_attack_update", "weights", a, {}) for a in attacks]
+    rows = []
+    for opt in _order(s):
+        so = s[s["optimizer"] == opt]
+        row = {"optimizer": opt}
+        for name, q, data, a, coords in want:
+            x = _pick(so, q, data, a, **coords)
+            if len(x):
+                row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def attack_geometry_table(summary: pd.DataFrame, objective: str, data: str = "forget", digits: int = 3) -> pd.DataFrame:
+    """Each attack read against the local geometry (SPEC §3.2, §3.4): per optimizer and
+    attack, ‖δ‖, the measured forget-loss change ΔL, its first- and second-order predictions
+    gᵀδ and gᵀδ + ½δᵀHδ, the uniform-rounding-noise prediction (1/24)Σ s_i² H_ii (RTN), and
+    the certified radius over ‖δ‖ (< 1: the certificate says nothing about this attack).
+
+    >>> attack_geometry_table(summarize(_toy_results()), "npo").empty
+    True
+    """
+    summary = _tidy(summary)
+    s = summary[summary["quantity"].astype(str).str.startswith("geo_") & (summary["attack"] != "none")]
+    s = s[(s["objective"] == objective) | (s["optimizer"] == "original")]
+    if s.empty:
+        return pd.DataFrame()
+    cols = [("‖δ‖", "geo_attack_norm", "weights"), ("ΔL measured", "geo_loss_change", data),
+            ("gᵀδ", "geo_loss_change_first", data), ("gᵀδ + ½δᵀHδ", "geo_loss_change_second", data),
+            ("uniform-noise prediction", "geo_loss_change_uniform", data),
+            ("radius / ‖δ‖", "geo_radius_over_attack_norm", data)]
+    rows = []
+    for opt in _order(s):
+        for a in dict.fromkeys(s["attack"]):
+            so = s[(s["optimizer"] == opt)]
+            row = {"optimizer": opt, "attack": a}
+            for name, q, d in cols:
+                x = _pick(so, q, d, a)
+                if len(x):
+                    row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
+            if len(row) > 2:
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pm(v, u, digits=3) -> str:
+    if v != v:
+        return "–"
+    return f"{v:.{digits}g}" if u != u else f"{v:.{digits}g} ± {u:.2g}"
+
+
+def theory_tables(results: pd.DataFrame) -> List[tuple]:
+    """``[(title, text, table)]`` for the SPEC §3.1 checks on the original model (the
+    ``theory_*`` rows): the ZO estimate against the Monte-Carlo ∇L_μ as queries grow, and the
+    smoothing gap L_μ − L against (μ²/2)·tr H over μ (values ± their standard error over
+    repeats / draws).  Empty when the study ran none.
+
+    >>> theory_tables(_toy_results())
+    []
+    """
+    r = _tidy(results)
+    r = r[r["quantity"].astype(str).str.startswith("theory_")]
+    if r.empty:
+        return []
+    unc = r["uncertainty"] if "uncertainty" in r else pd.Series(float("nan"), index=r.index)
+    r = r.assign(_u=unc)
+    out = []
+    zo = r[r["quantity"].isin(["theory_zo_cosine", "theory_zo_sq_rel_error", "theory_zo_sq_rel_error_predicted"])]
+    if not zo.empty and "queries" in zo:
+        rows = []
+        for q, x in zo.groupby("queries", sort=True):
+            v = {k: (x.loc[x["quantity"] == k, "value"].iloc[0], x.loc[x["quantity"] == k, "_u"].iloc[0])
+                 for k in x["quantity"]}
+            rows.append({"queries q": int(q), "cos(ĝ_q, ∇L_μ)": _pm(*v.get("theory_zo_cosine", (nan, nan))),
+                         "‖ĝ_q − ∇L_μ‖²/‖∇L_μ‖²": _pm(*v.get("theory_zo_sq_rel_error", (nan, nan))),
+                         "predicted c/q": _pm(v.get("theory_zo_sq_rel_error_predicted", (nan, nan))[0], nan)})
+        pooled = r[r["quantity"] == "theory_zo_pooled_cosine"]
+        mu = zo["setting_mu"].iloc[0] if "setting_mu" in zo else nan
+        text = (f"Two-point Gaussian ZO estimates at μ = {mu:g} on the original model's forget NLL, each against a "
+                f"Monte-Carlo ∇L_μ (SPEC §3.1a; mean ± s.e. over repeats). On a quadratic the squared error is "
+                f"exactly c/q (c = d + 1); the pooled mean of all estimates has cosine "
+                f"{pooled['value'].iloc[0]:.3f} with ∇L_μ." if len(pooled) else "")
+        out.append(("Theory check: ZO estimates approach ∇L_μ as queries grow", text, pd.DataFrame(rows)))
+    gap = r[r["quantity"].isin(["theory_smoothed_gap", "theory_smoothed_gap_predicted", "theory_smoothed_gap_ratio"])]
+    if not gap.empty and "mu" in gap:
+        rows = []
+        for mu, x in gap.groupby("mu", sort=True):
+            v = {k: (x.loc[x["quantity"] == k, "value"].iloc[0], x.loc[x["quantity"] == k, "_u"].iloc[0])
+                 for k in x["quantity"]}
+            rows.append({"μ": f"{mu:g}", "L_μ − L measured": _pm(*v.get("theory_smoothed_gap", (nan, nan))),
+                         "(μ²/2)·tr H": _pm(*v.get("theory_smoothed_gap_predicted", (nan, nan))),
+                         "ratio": _pm(*v.get("theory_smoothed_gap_ratio", (nan, nan)))})
+        out.append(("Theory check: the smoothing gap L_μ − L against (μ²/2)·tr H",
+                    "SPEC §3.1b on the original model's forget NLL (antithetic Gaussian draws; tr H by Hutchinson). "
+                    "A ratio near 1 within its error says ZO's implicit penalty is the trace term at that μ; away "
+                    "from 1 the higher-order terms (large μ) or rounding (small μ) dominate.", pd.DataFrame(rows)))
+    return out
+
+
 def _to_md(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(no rows)_"
@@ -319,7 +449,23 @@ class _Section(NamedTuple):
     table: Optional[pd.DataFrame]
 
 
-def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> List[_Section]:
+def explain_or_note(results: pd.DataFrame):
+    """``(Explained, None)`` for a study's results, or ``(None, why)`` when the table holds
+    nothing to explain (no attack, no unlearned run)."""
+    from .explain import explain
+
+    if "subject" not in results:
+        return None, "the table predates the tidy schema (no subject column)"
+    if not (results["subject"].astype(str).str.startswith("attacked:")).any():
+        return None, "the study ran no attack: there is no recovery to explain"
+    try:
+        return explain(results), None
+    except ValueError as e:
+        return None, f"nothing to explain: {' '.join(str(e).split())}"
+
+
+def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None,
+              explained=None) -> List[_Section]:
     """The report's content, once: setup, matched forgetting, the sentences, then per objective
     the headline tables of four metrics and the diagnostics."""
     objs = [o for o in dict.fromkeys(summary["objective"]) if o != "none"]
@@ -357,6 +503,33 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
         if not d.empty:
             sections.append(_Section(f"{o}: mechanism diagnostics (update norms; bin-crossing fraction and share of "
                                      f"the update kept by quantization, per bit width)", "", d))
+        g = geometry_table(summary, o)
+        if not g.empty:
+            sections.append(_Section(
+                f"{o}: geometry at each checkpoint (mean ± 95% CI over seeds)",
+                "Curvature of the forget / retain NLL on the geometry batch (λmax: Lanczos, its residual in the "
+                "results' uncertainty column; tr H: Hutch++), average sharpness under Gaussian noise of the RTN "
+                "rounding std s/√12 per weight, the loss barrier on the straight line θ₀ → θ_u, and cos(δ, −Δ) "
+                "between each attack's weight change δ and the reversed update (≈ 1: the attack undoes the "
+                "update; SCIENCE.md G3).", g))
+            ga = attack_geometry_table(summary, o)
+            if not ga.empty:
+                sections.append(_Section(
+                    f"{o}: each attack read against the local geometry (forget NLL; mean ± 95% CI over seeds)",
+                    "ΔL measured next to its first- and second-order Taylor predictions at the checkpoint, and for "
+                    "RTN the uniform-rounding-noise prediction (1/24)Σ s_i² H_ii (SPEC §3.2); the certified radius "
+                    "(randomized smoothing in weight space, SPEC §3.3) divided by ‖δ‖: below 1 the certificate "
+                    "cannot speak to this attack (vacuous at this scale), and it is shown as such.", ga))
+    if explained is None:
+        explained, why = explain_or_note(results)
+    else:
+        why = None
+    if explained is not None:
+        sections += [_Section(t, x, d) for t, x, d in explained.sections()]
+    else:
+        sections.append(_Section("Explain", f"Not run: {why}.", None))
+    for title, text, table in theory_tables(results):
+        sections.append(_Section(title, text, table))
     return sections
 
 
@@ -398,7 +571,8 @@ def _grey_unmatched(table: str) -> str:
                   flags=re.S)
 
 
-def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None) -> Path:
+def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None,
+                 explained=None) -> Path:
     """Write ``OUT/report.md`` and ``OUT/report.html`` (the same sections, rendered twice);
     returns the Markdown path.  ``cfg`` (the StudyConfig) and ``meta`` (``study.json``) fill
     the setup paragraph.
@@ -413,7 +587,7 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
     from optigrade._files import atomic_write_text
 
     out = Path(out)
-    sections = _sections(_tidy(results), _tidy(summary), cfg, meta)
+    sections = _sections(_tidy(results), _tidy(summary), cfg, meta, explained)
     mdp = out / "report.md"
     atomic_write_text(mdp, _markdown(sections))
     atomic_write_text(out / "report.html", _html(sections))

@@ -131,6 +131,10 @@ class EvalBudget:
 
 
 # ----------------------------------------------------------------------------- helpers
+#: Columns holding wall-clock seconds: the only ones that differ between two runs of the same
+#: study on the same machine (compare tables without them).
+VOLATILE_COLUMNS = ["unlearn_seconds", "run_seconds", "geo_seconds"]
+
 _ORIGINAL = OptimizerSpec(name="adam", label="original", lr=1.0)  # the reference row's stand-in entry
 
 def run_id(objective, opt: OptimizerSpec, seed: int) -> str:
@@ -151,7 +155,7 @@ def _objective_key(objective) -> str:
 _JUDGMENT = ("utility_floor_retain", "utility_max_ppl_ratio")
 #: StudyConfig fields that change what a run computes (beyond its optimizer, objective, seed)
 _SHARED = (*(k for k in Setup.model_fields if k not in _JUDGMENT), "eval_retain", "eval_general", "eval_splits",
-           "attacks", "diagnostics")
+           "attacks", "diagnostics", "geometry")
 
 
 def _run_hash(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, env: dict) -> str:
@@ -214,7 +218,7 @@ def _metric_rows(common: dict, metrics: dict, data: str, subject: str) -> List[d
     ``subject`` ("original" | "unlearned" | "attacked:<label>"), ``data`` (the split scored:
     "all" = every evaluation split, "forget-half-B", "weights"), ``quantity``, ``value``..."""
     return [{**common, "subject": subject, "data": data, "quantity": k, "index": 0, "value": float(v),
-             "std_error": float("nan"), "std_error_kind": "", "unit": _unit(k)} for k, v in metrics.items()]
+             "uncertainty": float("nan"), "uncertainty_kind": "", "unit": _unit(k)} for k, v in metrics.items()]
 
 
 def _frame(rows: List[dict]) -> pd.DataFrame:
@@ -237,8 +241,9 @@ def _subject(a: Optional[AttackSpec], unlearned: bool) -> str:
 
 
 def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: dict, progress: bool,
-                unlearned: bool = True) -> List[dict]:
-    """Rows for attack "none" and every attack of ``cfg`` on ``model`` (not modified)."""
+                unlearned: bool = True, keep: Optional[dict] = None) -> List[dict]:
+    """Rows for attack "none" and every attack of ``cfg`` on ``model`` (not modified); with
+    ``keep`` (a dict) also ``keep[label]`` = the attacked weights the geometry stage measures."""
     from tqdm.auto import tqdm
 
     rows = []
@@ -257,13 +262,18 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
         m = (half_b if half else bench).evaluate(attacked)
         rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all",
                              _subject(a, unlearned))
+        if keep is not None:
+            from .geometry import kept_weights
+
+            keep[a.key] = kept_weights(cfg.geometry, attacked)
         del attacked
     return rows
 
 
 # ----------------------------------------------------------------------------- one run
 def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, bench: EvalBudget,
-             progress: bool, env: dict, delta_path: Optional[Path] = None) -> pd.DataFrame:
+             progress: bool, env: dict, delta_path: Optional[Path] = None,
+             geo_base: Optional[Dict[str, float]] = None) -> pd.DataFrame:
     """One run's rows; with ``delta_path`` its update θ_u − θ₀ is saved there first
     (:func:`.deltas.save_delta`, also for a diverged run) and named in the ``delta_file`` column
     (``runs/<run_id>.delta.safetensors``, relative to the study's output)."""
@@ -303,7 +313,10 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
         df = _frame(_metric_rows({**common, **_attack_columns(None)}, nan, "all", "unlearned"))
         df["run_seconds"] = time.perf_counter() - t0
         return df
-    rows = _attack_all(cfg, model, bench, seed, common, False)
+    kept = {} if cfg.geometry.enabled else None
+    rows = _attack_all(cfg, model, bench, seed, common, False, keep=kept)
+    if cfg.geometry.enabled:
+        rows += _geometry(cfg, model, bench, common, kept, base=base, base_losses=geo_base)
     if cfg.diagnostics.enabled:
         d = diagnose(base, model, cfg.diagnostics.bits, cfg.diagnostics.group_size, cfg.diagnostics.symmetric,
                      run_id=common["run_id"], subject="unlearned")
@@ -326,6 +339,22 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
     return df
 
 
+def _geometry(cfg: StudyConfig, model, bench: EvalBudget, common: dict, kept: dict, base=None,
+              base_losses=None) -> List[dict]:
+    """The geometry stage's rows (:mod:`.geometry`) with the run's context columns; rows about
+    one attack carry that attack's columns."""
+    from .geometry import geometry_rows
+
+    spec = cfg.geometry.resolved(cfg.attacks)
+    by_label = {a.key: a for a in cfg.attacks}
+    quantizers = {a.key: (r["bits"], r.get("group_size"), r.get("symmetric", True))
+                  for a in cfg.attacks if a.kind == "quantize" for r in [a.resolved()]}
+    relearn = next((a.resolved() for a in cfg.attacks if a.kind == "relearn"), None)
+    rows = geometry_rows(spec, model, bench, base=base, attacked=kept, quantizers=quantizers,
+                         relearn_lr=None if relearn is None else float(relearn["lr"]), base_losses=base_losses)
+    return [{**common, **_attack_columns(by_label.get(r["attack"])), **r} for r in rows]
+
+
 def _unlearn(ucfg, bench, model, progress):
     """``run_unlearn`` without re-scoring the base model (the study scores it once) and without
     the full final evaluation (the attack pass scores the unattacked model itself)."""
@@ -344,7 +373,15 @@ def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool, e
               "stop_reason": "none", "reached_target": False, "params": "", "retain_floor": float("nan"),
               "checks": "[]", "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0, "stop_note": "", "delta_file": ""}
     t0 = time.perf_counter()
-    df = _frame(_attack_all(cfg, base, bench, seed, common, progress, unlearned=False))
+    kept = {} if cfg.geometry.enabled else None
+    rows = _attack_all(cfg, base, bench, seed, common, progress, unlearned=False, keep=kept)
+    if cfg.geometry.enabled:
+        rows += _geometry(cfg, base, bench, common, kept)
+        if cfg.geometry.theory:
+            from .geometry import theory_rows
+
+            rows += [{**common, **_attack_columns(None), **r} for r in theory_rows(cfg.geometry, base, bench)]
+    df = _frame(rows)
     df["run_seconds"] = time.perf_counter() - t0
     return df
 
@@ -449,6 +486,7 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
     t0 = time.perf_counter()
     jobs = [(o, opt, s) for o in cfg.objectives for opt in cfg.optimizers for s in cfg.seeds]
     computed, skipped, capped, frames = [], [], [], []
+    geo_base = None  # L(θ₀) on the geometry batches, computed once when a run needs it
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -475,7 +513,12 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
             if df is not None and not _delta_is_fresh(dpath, env, h, rid):  # missing / damaged / another run's
                 df = None
             if df is None:
-                df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env, delta_path=dpath)
+                if geo_base is None and cfg.geometry.enabled:
+                    from .geometry import base_losses
+
+                    geo_base = base_losses(cfg.geometry, base, ebench)
+                df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env, delta_path=dpath,
+                              geo_base=geo_base)
                 atomic_write_parquet(df, path)
                 computed.append(rid)
             else:
@@ -505,7 +548,14 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
 
     meta = {"name": cfg.name, "seconds": round(seconds, 1), "computed": computed, "skipped": skipped,
             "capped": capped, "threads": threads, "base_sha256": env["base_sha256"], "versions": versions()}
-    write_report(out, results, summary, cfg, meta)
+    from .report import explain_or_note
+
+    explained, why = explain_or_note(results)  # the explain stage: explain*.parquet next to the results
+    if explained is not None:
+        from .explain import write_explain
+
+        write_explain(out, explained)
+    write_report(out, results, summary, cfg, meta, explained)
     finish_study(out, marker, meta)  # last: study.json "complete", with the sha256 of the tables it vouches for
     return StudyResult(out, results, summary, computed, skipped, seconds, capped)
 
