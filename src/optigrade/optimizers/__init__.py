@@ -2,8 +2,9 @@
 
 grade 0 (zeroth-order, loss values only): ZOSGD, ZOAdam, AdaZO, ZOSign, ZOConservative,
     ForwardGrad; grade 0.5 (compressed first-order): SignSGD, Signum, SignAdam, Lion, and the
-    FO/ZO hybrid HybridFOZO; grade 1 (first-order): SGD, Adam, AdamW and the smoothing
-    references FORS, SAM; grade 2 (second-order): SophiaH, SophiaG, SOUL, AdaHessian.
+    FO/ZO hybrid HybridFOZO; grade 1 (first-order): SGD, Adam, AdamW, the smoothing
+    references FORS, SAM and the noise controls SGLD, NoisyAdam (family first-order+noise);
+    grade 2 (second-order): SophiaH, SophiaG, SOUL, AdaHessian.
 GRU wraps any gradient-stepping optimizer ("<base>+gru").  Build by name::
 
     >>> import torch
@@ -25,6 +26,7 @@ from .registry import OptimizerInfo, available, info, make, register, with_seed
 from .compressed import Lion, SignAdam, SignSGD, Signum, TransformOptimizer
 from .first_order import SGD, Adam, AdamW
 from .smoothing import FORS, SAM
+from .noisy import SGLD, NoisyAdam, noise_like, sigma_for_norm, temperature_for_norm
 from .zeroth_order import AdaZO, ZOAdam, ZOConservative, ZOEstimate, ZOOptimizer, ZOSGD, ZOSign, zo_estimate
 from .forward_grad import ForwardGrad, directional_derivative
 from .second_order import SOUL, AdaHessian, Sophia, SophiaG, SophiaH, hutchinson_diagonal
@@ -46,6 +48,8 @@ __all__ = [
     "TransformOptimizer", "SignSGD", "Signum", "SignAdam", "Lion", "quantize_direction",
     # first-order and smoothing
     "SGD", "Adam", "AdamW", "FORS", "SAM",
+    # first-order + noise (control C3)
+    "SGLD", "NoisyAdam", "noise_like", "temperature_for_norm", "sigma_for_norm",
     # second-order
     "Sophia", "SophiaH", "SophiaG", "SOUL", "AdaHessian", "hutchinson_diagonal",
     # hybrid and GRU
