@@ -14,6 +14,10 @@ from typing import List, NamedTuple, Optional
 import pandas as pd
 
 
+#: optimizer families that are controls of SCIENCE.md §3, never compared as a grade
+CONTROL_FAMILIES = ("control", "first-order+noise")
+
+
 def by_grade(summary: pd.DataFrame) -> List[str]:
     """Optimizer labels of ``summary`` by grade (no grade, e.g. the original model, last), then label."""
     o = summary[["optimizer", "grade"]].drop_duplicates("optimizer")
@@ -54,6 +58,9 @@ class Claim(NamedTuple):
 
 def claim_of(summary: pd.DataFrame, obj: str) -> Claim:
     s = summary[(summary["objective"] == obj) & (summary["quantity"] == "forget_acc")]
+    # controls (analysis.controls: no grade) and FO + noise (C3: sgld, noisy-adam) are controls, not grades: the grade
+    # sentences leave them out
+    s = s[s["grade"].notna() & ~(s["family"].isin(CONTROL_FAMILIES) if "family" in s else False)]
     family = dict(zip(s["optimizer"], s["family"])) if "family" in s else {}
     return Claim(summary, obj, list(dict.fromkeys(s["attack"])), dict(zip(s["attack"], s["attack_kind"])),
                   by_grade(s), dict(zip(s["optimizer"], s["grade"])), family,

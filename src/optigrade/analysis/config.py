@@ -220,6 +220,16 @@ def _geometry(v):
     return v if isinstance(v, GeometrySpec) else _at("geometry", GeometrySpec.from_dict, v or {})
 
 
+def _controls(v):
+    from .controls import ControlSpec
+
+    if not isinstance(v, list):
+        raise ValueError(f"controls must be a list of {{kind, label, ...}} mappings, got {v!r}; e.g. controls: "
+                         "[{kind: noise, label: noise-like-zo, match: zo-sgd}]")
+    return [c if isinstance(c, ControlSpec) else _at(f"controls[{i}]", ControlSpec.from_dict, c)
+            for i, c in enumerate(v)]
+
+
 def _attacks(v):
     if not isinstance(v, list):
         raise ValueError(f"attacks must be a list of {{kind, ...}} mappings, got {v!r}")
@@ -277,6 +287,9 @@ class StudyConfig(Setup):
     threads: Optional[int] = F(1, "torch intra-op threads during the study (null: torch's default)", 1, ge=1)
     diagnostics: Annotated[DiagnosticsSpec, BeforeValidator(_diagnostics)] = F(
         DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
+    controls: Annotated[list, BeforeValidator(_controls)] = F(
+        [], "controls built from θ₀ and other runs' updates (analysis.controls: noise, fo_noise, scale)",
+        "[{kind: noise, label: noise-like-zo, match: zo-sgd}]")
     geometry: Annotated[GeometrySpec, BeforeValidator(_geometry)] = F(
         GeometrySpec(), "the geometry stage (loss landscape around every checkpoint)", "{k: 3, trace_queries: 18}")
 
@@ -338,6 +351,18 @@ class StudyConfig(Setup):
                 check_optimizer(o.name, o.lr, o.optimizer_kwargs)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}".replace("; choose one of:", "; choose from:")) from None
+        labels = [o.key for o in self.optimizers]
+        seen = set()
+        for i, c in enumerate(self.controls):
+            where = f"controls[{i}] ({c.label})"
+            if c.label in labels or c.label in seen:
+                raise ValueError(f"{where}: label {c.label!r} is already used by an optimizer entry or another "
+                                 "control; give each entry a distinct label")
+            seen.add(c.label)
+            for ref in ("source", "match"):
+                r = getattr(c, ref)
+                if r is not None and r not in labels:
+                    raise ValueError(f"{where}: {ref} {r!r} names no optimizer entry; choose from {labels}")
         self._check_run_ids()
         return self
 
@@ -345,7 +370,7 @@ class StudyConfig(Setup):
         """Two entries whose file-safe run ids coincide (``adam 1`` and ``adam_1``) would share one
         run file: refused, naming both."""
         for what, keys in (("objectives", [(o.key, o, None) for o in self.objectives]),
-                           ("optimizers", [(o.key, None, o) for o in self.optimizers])):
+                           ("optimizers and controls", [(o.key, None, o) for o in [*self.optimizers, *self.controls]])):
             seen = {}
             for key, obj, opt in keys:
                 rid = file_safe(f"{(obj or self.objectives[0]).key}__{(opt or self.optimizers[0]).key}__s0")
@@ -370,6 +395,7 @@ class StudyConfig(Setup):
         d = self.model_dump(mode="python")
         d["objectives"] = [o.to_yaml() for o in self.objectives]
         d["attacks"] = [a.to_dict() for a in self.attacks]
+        d["controls"] = [c.to_dict() for c in self.controls]
         return d
 
     # ------------------------------------------------------------ validation against a model
@@ -388,6 +414,10 @@ class StudyConfig(Setup):
                                   f"model {self.model!r}; names look like {names[min(3, len(names) - 1)]!r}")
         for i, a in enumerate(self.attacks):
             a.check_model(model, f"attacks[{i}]", self.model)
+        for i, c in enumerate(self.controls):
+            if c.params is not None and not any(matcher(c.params)(n, p) for n, p in named):
+                raise ConfigError(f"controls[{i}] ({c.label}): params {c.params!r} matches no parameter of model "
+                                  f"{self.model!r}; names look like {names[min(3, len(names) - 1)]!r}")
         g = self.geometry
         if g.enabled:
             if g.params is not None and not any(matcher(g.params)(n, p) for n, p in named):

@@ -558,6 +558,10 @@ def _sentence(a: str, hyp: str, rows: pd.DataFrame, what: str) -> str:
         if v == "not testable here" and len(sel) and sel["reason"].str.startswith("absent").all():
             parts.append(f"not testable here for {len(sel)} quantit{'y' if len(sel) == 1 else 'ies'} absent from the "
                          f"table ({', '.join(sel['predictor'])})")
+        elif len(sel) > 1 and not np.isfinite(sel["rho"]).any() and sel["reason"].nunique() == 1 \
+                and sel["n"].nunique() == 1:  # one shared reason: say it once
+            parts.append(f"{v} for all {len(sel)} ({', '.join(sel['predictor'])}; n = {sel['n'].iloc[0]}: "
+                         f"{sel['reason'].iloc[0]})")
         elif len(sel):
             parts.append(f"{v} for " + "; ".join(item(r) for _, r in sel.iterrows()))
     return f"**{hyp}** ({a}, {what}): " + "; ".join(parts) + "."

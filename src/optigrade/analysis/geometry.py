@@ -312,10 +312,12 @@ def geometry_rows(spec, model, bench, *, base=None, attacked: Optional[Dict[str,
                     rows.append({**_row("geo_cos_attack_update", cos, "cosine", **actx), "subject": subject,
                                  "data": "weights"})
         secs = time.perf_counter() - t0
+        spent = probe.cost()  # everything this checkpoint × split cost (rows' cost_* are per measurement)
         for r in drows:
             r.update(ctx)
             r.setdefault("attack", "none")
             r["geo_seconds"] = secs
+            r["geo_probe_loss"], r["geo_probe_grad"], r["geo_probe_hvp"] = spent.loss, spent.grad, spent.hvp
         rows += drows
     blob = json.dumps(spec.settings(), sort_keys=True)
     for r in rows:
@@ -338,6 +340,7 @@ def theory_rows(spec, base, bench) -> List[dict]:
                      keep_graph=spec.keep_graph)
     keep = _KEEP + ("queries", "mu")
     rows = []
+    t0 = time.perf_counter()
     zo = ls.zo_gradient_check(probe, mu=spec.theory_mu, queries=tuple(spec.theory_queries), seed=spec.seed,
                               repeats=spec.theory_repeats, reference_n=spec.theory_reference_n)
     gap = ls.smoothing_gap_check(probe, mus=tuple(spec.theory_mus), n=spec.theory_samples,
@@ -351,9 +354,11 @@ def theory_rows(spec, base, bench) -> List[dict]:
                 r["setting_mu"] = spec.theory_mu
             rows.append(r)
     blob = json.dumps(spec.settings(), sort_keys=True)
+    secs = time.perf_counter() - t0
     for r in rows:
         r.setdefault("index", 0)
         r["setting_geometry"] = blob
+        r["theory_seconds"] = secs
     return rows
 
 

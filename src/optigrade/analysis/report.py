@@ -38,7 +38,7 @@ KEYS = ["objective", "optimizer", "grade", "attack", "attack_kind", "data", "set
 #: the utility floors and the base values they were applied to (columns of a study's results)
 _FLOORS = ("utility_floor_retain", "utility_max_ppl_ratio", "base_retain_acc", "base_general_ppl")
 #: coordinates placing an element of a vector quantity (eigenvalue i, slice point α, noise scale c)
-_COORDINATES = ("index", "alpha", "noise_scale", "mu", "queries")
+_COORDINATES = ("index", "alpha", "noise_scale", "mu", "queries", "setting_quantizer")
 #: the names older study tables used (before the tidy schema), renamed on read
 _RENAMED = {"metric": "quantity", "eval_split": "data", "diag_bits": "setting_bits", "std_error": "uncertainty",
             "std_error_kind": "uncertainty_kind"}
@@ -208,8 +208,11 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
 
 def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd.DataFrame:
     """Rows: optimizers by grade; columns: update norms (global, relative, per block) and, per
-    bit width b, the bin-crossing fraction and the share of the update kept (``@<b>b``), from
-    the ``data == "weights"`` rows.  Empty when the study ran no diagnostics.
+    quantizer (RTN at each bit width, the GGUF export), the honest quantization diagnostics
+    (SCIENCE.md §2): the level-change fraction on the base's grid, the surviving-update ratio
+    ‖E(θ_u) − θ₀‖/‖θ_u − θ₀‖ and the mean displacement in half-steps, from the
+    ``data == "weights"`` rows.  Studies written before those diagnostics show the bin-crossing
+    fraction and the share kept instead.  Empty when the study ran no diagnostics.
 
     >>> diagnostics_table(summarize(_toy_results()), "npo").empty          # the toy has none
     True
@@ -218,18 +221,30 @@ def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) ->
     s = summary[(summary["data"] == "weights") & (summary["objective"] == objective)]
     if s.empty:
         return pd.DataFrame()
-    want = [("diag_update_norm", None), ("diag_update_norm_rel", None), ("diag_update_norm[attention]", None),
-            ("diag_update_norm[mlp]", None), ("diag_update_norm[embeddings]", None)]
-    bits = sorted(b for b in s["setting_bits"].dropna().unique())
-    for b in bits:
-        want += [("diag_bin_crossing", b), ("diag_kept", b)]
+    qz = s["setting_quantizer"] if "setting_quantizer" in s else pd.Series(None, index=s.index, dtype=object)
+    s = s.assign(_q=qz.where(qz.notna(), None))
+    want = [("update_norm", "diag_update_norm", None, None), ("update_norm_rel", "diag_update_norm_rel", None, None),
+            ("update_norm[attention]", "diag_update_norm[attention]", None, None),
+            ("update_norm[mlp]", "diag_update_norm[mlp]", None, None),
+            ("update_norm[embeddings]", "diag_update_norm[embeddings]", None, None)]
+    honest = (s["quantity"] == "diag_level_change").any()
+    for (qn, b) in s.loc[s["quantity"] == ("diag_level_change" if honest else "diag_bin_crossing"),
+                         ["_q", "setting_bits"]].drop_duplicates().itertuples(index=False):
+        tag = "gguf" if qn == "gguf" else f"rtn{int(b)}" if b == b else "?"
+        names = ((("level change", "diag_level_change"), ("surviving update", "diag_surviving_update"),
+                  ("half-steps", "diag_half_steps_mean")) if honest else
+                 (("bin crossing", "diag_bin_crossing"), ("kept", "diag_kept")))
+        want += [(f"{n} {tag}", q, qn, b) for n, q in names]
     rows = []
     for opt in _order(s):
         so = s[s["optimizer"] == opt]
         row = {"optimizer": opt}
-        for m, b in want:
-            x = so[(so["quantity"] == m) & ((so["setting_bits"] == b) if b is not None else so["setting_bits"].isna())]
-            name = m.replace("diag_", "") + (f" @{int(b)}b" if b is not None else "")
+        for name, m, qn, b in want:
+            x = so[so["quantity"] == m]
+            x = x[x["setting_bits"] == b] if b is not None and b == b else x[x["setting_bits"].isna()] \
+                if b is None else x
+            if honest and m != "diag_update_norm" and qn is not None:
+                x = x[x["_q"] == qn]
             if len(x):
                 row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
         rows.append(row)
@@ -464,6 +479,36 @@ def explain_or_note(results: pd.DataFrame):
         return None, f"nothing to explain: {' '.join(str(e).split())}"
 
 
+def _ci(m, lo, hi, digits=2) -> str:
+    return "–" if m != m else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def explain_summary(explained) -> pd.DataFrame:
+    """One row per attack: the matched runs' n, mean recovery [95% bootstrap CI] (forget
+    response after − before the attack; positive: knowledge came back), and each hypothesis's
+    verdict (H-curvature: one verdict per curvature quantity, counted), from an
+    :class:`~optigrade.analysis.explain.Explained` (the README's Explain table)."""
+    t, rec = explained.table, explained.recovery
+    t = t[(t["population"] == "matched") & (t["verdict"] != "descriptive")]
+    rec = rec[rec["population"] == "matched"]
+    rows = []
+    for a in [a for a in dict.fromkeys(t["attack"]) if a in set(rec["attack"])]:  # H-flat-ZO: the note
+        ta, ra = t[t["attack"] == a], rec[rec["attack"] == a]
+        r0 = ra.iloc[0] if len(ra) else None
+        row = {"attack": a, "data": r0["recovery_data"] if r0 is not None else "",
+               "n matched": int(r0["n"]) if r0 is not None else 0,
+               "recovery [95% CI]": _ci(r0["recovery_mean"], r0["recovery_ci_low"], r0["recovery_ci_high"])
+               if r0 is not None else "–"}
+        for h, col in (("H-magnitude", "displacement"), ("H-curvature", "curvature given displacement"),
+                       ("H-grade", "grade given displacement")):
+            th = ta[ta["hypothesis"] == h]
+            v = (th[th["kind"] == "partial spearman"] if h != "H-magnitude" else th)["verdict"].tolist()
+            counts = {k: v.count(k) for k in dict.fromkeys(v)}
+            row[col] = "; ".join(k if len(v) == 1 else f"{k} ×{c}" for k, c in counts.items()) if v else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Optional[dict] = None,
               explained=None) -> List[_Section]:
     """The report's content, once: setup, matched forgetting, the sentences, then per objective
@@ -501,8 +546,12 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
                                      headline_table(summary, o, metric)))
         d = diagnostics_table(summary, o)
         if not d.empty:
-            sections.append(_Section(f"{o}: mechanism diagnostics (update norms; bin-crossing fraction and share of "
-                                     f"the update kept by quantization, per bit width)", "", d))
+            sections.append(_Section(
+                f"{o}: mechanism diagnostics (update norms; what of the update each quantizer keeps)",
+                "Level change: share of the weights θ_u moves to another level of the base's own grid; surviving "
+                "update: ‖E(θ_u) − θ₀‖ / ‖θ_u − θ₀‖ (0: the export snaps the model back to θ₀); half-steps: mean "
+                "|θ_u − θ₀| of the moved weights in units of half the quantization step (below 1 a move cannot "
+                "leave its bin). SCIENCE.md §2; the old bin-crossing fraction stays in results.parquet.", d))
         g = geometry_table(summary, o)
         if not g.empty:
             sections.append(_Section(
@@ -614,6 +663,11 @@ def print_summary(result, cfg, file=None) -> None:
     print(markdown_summary(result.summary), file=file)
     for s in claim_sentences(result.summary, model=cfg.model):
         print("-", s, file=file)
+    results = getattr(result, "results", None)
+    explained = explain_or_note(results)[0] if results is not None else None
+    if explained is not None:
+        print("\n**Explain** (matched runs; SCIENCE.md §4 verdicts; details in report.md)\n", file=file)
+        print(_to_md(explain_summary(explained)), file=file)
     print(f"\n{len(result.computed)} run(s) computed, {len(result.skipped)} reused, {result.seconds:.0f} s; "
           f"{len(result.capped)} not at matched forgetting (step cap / retain guard / divergence / utility floor); "
           f"results under {result.out}",
@@ -639,7 +693,15 @@ def render_block(run_dir) -> str:
     body = markdown_summary(summary)
     model = str(results["model"].iloc[0]) if "model" in results and len(results) else "tiny"
     sentences = " ".join(claim_sentences(summary, model=model))
-    return f"{body}\n{sentences}\n\n_Generated by `optigrade report {run_dir} --readme README.md`._\n"
+    explained, _ = explain_or_note(results)
+    ex = ""
+    if explained is not None:
+        ex = ("\n**Explain** — does displacement, curvature or grade account for each attack's recovery? "
+              "(matched runs; verdicts per SCIENCE.md §4: n ≥ 12 and |ρ| ≥ 0.6 with the 95% bootstrap interval "
+              "excluding 0 to support; full tables in the study's report.md)\n\n"
+              + _to_md(explain_summary(explained)) + "\n\n'ZO basins are flatter than FO + noise' is not decidable "
+              "without the controls C1–C3 of SCIENCE.md §3, which this study does not run.\n")
+    return f"{body}\n{sentences}\n{ex}\n_Generated by `optigrade report {run_dir} --readme README.md`._\n"
 
 
 def update_readme(run_dir, readme="README.md", check: bool = False) -> bool:

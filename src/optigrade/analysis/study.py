@@ -133,7 +133,7 @@ class EvalBudget:
 # ----------------------------------------------------------------------------- helpers
 #: Columns holding wall-clock seconds: the only ones that differ between two runs of the same
 #: study on the same machine (compare tables without them).
-VOLATILE_COLUMNS = ["unlearn_seconds", "run_seconds", "geo_seconds"]
+VOLATILE_COLUMNS = ["unlearn_seconds", "run_seconds", "geo_seconds", "theory_seconds"]
 
 _ORIGINAL = OptimizerSpec(name="adam", label="original", lr=1.0)  # the reference row's stand-in entry
 
@@ -165,8 +165,12 @@ def _run_hash(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, env: d
     d = cfg.to_dict()
     shared = {k: d[k] for k in _SHARED}
     obj = objective if isinstance(objective, str) else objective.to_yaml()
+    refs = {}  # a control: the optimizer entries whose runs it is built from
+    for r in (getattr(opt, "source", None), getattr(opt, "match", None)):
+        if r:
+            refs[r] = next(o.to_dict() for o in cfg.optimizers if o.key == r)
     blob = json.dumps({"v": VERSION, "shared": shared, "objective": obj,
-                       "opt": {**opt.to_dict(), "label": opt.key},
+                       "opt": {**opt.to_dict(), "label": opt.key}, **({"refs": refs} if refs else {}),
                        "seed": seed, "env": env}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -303,12 +307,19 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
               "n_grad": int(log["n_grad"].sum()) if "n_grad" in log else 0,
               "unlearn_seconds": float(res.seconds), "stop_note": res.note,
               "delta_file": "" if delta_path is None else f"runs/{Path(delta_path).name}"}
+    return _checkpoint_rows(cfg, model, base, bench, seed, common, env, t0, res.diverged, delta_path, geo_base)
+
+
+def _checkpoint_rows(cfg: StudyConfig, model, base, bench: EvalBudget, seed: int, common: dict, env: dict,
+                     t0: float, diverged: bool, delta_path: Optional[Path], geo_base) -> pd.DataFrame:
+    """Everything after a checkpoint exists (an unlearned run's or a control's): its delta, then
+    (unless ``diverged``) the attacks, the geometry stage and the diagnostics, as the run's rows."""
     if delta_path is not None:  # before the run's parquet is written: a finished parquet always has its delta
         from .deltas import save_delta
 
         save_delta(base, model, delta_path, env["base_sha256"], run_id=common["run_id"],
                    config_hash=common["config_hash"])
-    if res.diverged:  # NaN weights would score as perfect forgetting: no numbers, no attacks, no diagnostics
+    if diverged:  # NaN weights would score as perfect forgetting: no numbers, no attacks, no diagnostics
         nan = {k: float("nan") for k in bench.evaluate(base)}  # the base's metric names (cached)
         df = _frame(_metric_rows({**common, **_attack_columns(None)}, nan, "all", "unlearned"))
         df["run_seconds"] = time.perf_counter() - t0
@@ -337,6 +348,53 @@ def _one_run(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, base, b
     df = _frame(rows)
     df["run_seconds"] = time.perf_counter() - t0  # unlearning + attacks + diagnostics (not reproducible)
     return df
+
+
+def _control_run(cfg: StudyConfig, objective, ctrl, seed: int, base, bench: EvalBudget, env: dict,
+                 runs_dir: Path, delta_path: Optional[Path] = None, geo_base=None) -> pd.DataFrame:
+    """A control's rows (:mod:`.controls`): its checkpoint built from θ₀ and the source / match
+    runs' saved updates (same objective and seed), scored, then through :func:`_checkpoint_rows`
+    like any run.  It "reaches the target" when its forget metric is ≤ the study's target."""
+    from .controls import build_control, update_norms_per_tensor
+    from .deltas import load_delta
+
+    t0 = time.perf_counter()
+    opts = {o.key: o for o in cfg.optimizers}
+
+    def checkpoint(label):
+        path = runs_dir / f"{run_id(objective, opts[label], seed)}.delta.safetensors"
+        return load_delta(path).apply(base)
+
+    source = checkpoint(ctrl.source) if ctrl.source else None
+    norms = update_norms_per_tensor(base, checkpoint(ctrl.match)) if ctrl.match else None
+    q = next((a.resolved() for a in cfg.attacks if a.kind == "quantize"), {})
+    grid = (int(q.get("bits", 4)), q.get("group_size"), bool(q.get("symmetric", True)))
+    model, info = build_control(ctrl, base, seed, source=source, match_norms=norms, grid=grid)
+    del source
+    for p in model.parameters():
+        p.requires_grad_(True)
+    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    m = bench.evaluate(model) if finite else {}
+    reached = finite and m.get(cfg.metric, float("inf")) <= cfg.target
+    src = opts.get(ctrl.source) if ctrl.source else None
+    common = {"run_id": run_id(objective, ctrl, seed), "config_hash": _run_hash(cfg, objective, ctrl, seed, env),
+              "study": cfg.name, "model": cfg.model, **env, "objective": _objective_key(objective),
+              "optimizer": ctrl.key, "optimizer_name": f"control:{ctrl.kind}", "grade": float("nan"),
+              "family": "control", "seed": int(seed), "lr": float("nan"),
+              "optimizer_kwargs": json.dumps({**ctrl.to_dict(), **info, "grid": list(grid)}, sort_keys=True,
+                                             default=str),
+              "step_cap": 0, "eval_every": 0, "target": float(cfg.target), "steps": 0,
+              "stop_reason": "target" if reached else ("diverged" if not finite else "not-reached"),
+              "reached_target": bool(reached), "params": (src.params if src is not None else None) or ctrl.params or "",
+              "retain_floor": float("nan"),
+              "checks": json.dumps([[0, round(float(m.get("forget_acc", float("nan"))), 4),
+                                     round(float(m.get("retain_acc", float("nan"))), 4)]]) if finite else "[]",
+              "n_loss": 0, "n_grad": 0, "unlearn_seconds": 0.0,
+              "stop_note": "" if finite else "the control's weights are not finite (its source diverged?)",
+              "delta_file": "" if delta_path is None else f"runs/{Path(delta_path).name}",
+              "control_kind": ctrl.kind, "control_source": ctrl.source or "", "control_match": ctrl.match or "",
+              **{k: float(v) for k, v in info.items()}}
+    return _checkpoint_rows(cfg, model, base, bench, seed, common, env, t0, not finite, delta_path, geo_base)
 
 
 def _geometry(cfg: StudyConfig, model, bench: EvalBudget, common: dict, kept: dict, base=None,
@@ -484,7 +542,7 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
     marker = start_study(out, yaml.safe_dump(cfg.to_dict(), sort_keys=False), cfg.name, mode)
     old_threads = torch.get_num_threads()
     t0 = time.perf_counter()
-    jobs = [(o, opt, s) for o in cfg.objectives for opt in cfg.optimizers for s in cfg.seeds]
+    jobs = [(o, opt, s) for o in cfg.objectives for opt in [*cfg.optimizers, *cfg.controls] for s in cfg.seeds]
     computed, skipped, capped, frames = [], [], [], []
     geo_base = None  # L(θ₀) on the geometry batches, computed once when a run needs it
     try:
@@ -517,8 +575,12 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
                     from .geometry import base_losses
 
                     geo_base = base_losses(cfg.geometry, base, ebench)
-                df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env, delta_path=dpath,
-                              geo_base=geo_base)
+                if isinstance(opt, OptimizerSpec):
+                    df = _one_run(cfg, objective, opt, seed, base, ebench, progress, env, delta_path=dpath,
+                                  geo_base=geo_base)
+                else:  # a control, built from the runs above (same objective and seed)
+                    df = _control_run(cfg, objective, opt, seed, base, ebench, env, runs_dir, delta_path=dpath,
+                                      geo_base=geo_base)
                 atomic_write_parquet(df, path)
                 computed.append(rid)
             else:
@@ -528,7 +590,8 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
                 capped.append(rid)
                 why, detail = df["match_reason"].iloc[0], df["match_detail"].iloc[0]
                 how = {"not-reached": f"hit the step cap ({int(df['step_cap'].iloc[0])}) before {cfg.metric} <= "
-                                      f"{cfg.target}",
+                                      f"{cfg.target}" if df["family"].iloc[0] != "control" else
+                                      f"(a control) has {cfg.metric} above the target {cfg.target}",
                        "retain-guard": f"was stopped by the retain guard (retain_acc < {df['retain_floor'].iloc[0]})",
                        "diverged": f"diverged ({df['stop_note'].iloc[0]}); lower its lr",
                        }.get(why, f"reached the target but lost utility ({detail})")
