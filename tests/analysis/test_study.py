@@ -199,3 +199,19 @@ def test_demo_unknown_model_is_refused(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--model", "llama-70b"])
     assert "llama-70b" in capsys.readouterr().err
+
+
+def test_accuracy_rows_carry_each_facts_match(tmp_path, small_bench, small_model):
+    """Every accuracy row of a study carries its per-fact exact matches (what a bootstrap over
+    facts resamples), consistent with the accuracy itself."""
+    from optigrade.analysis.config import StudyConfig
+    from .conftest import small_study_dict
+
+    cfg = StudyConfig(**small_study_dict())
+    r = run_study(cfg, tmp_path / "o", progress=False, base=small_model, benchmark=small_bench).results
+    acc = r[r["quantity"].str.endswith("_acc")]
+    assert len(acc) and acc["per_example"].notna().all()
+    for v, bits in zip(acc["value"], acc["per_example"]):
+        assert set(bits) <= {"0", "1"} and abs(v - bits.count("1") / len(bits)) < 1e-12
+    forget = acc[(acc["quantity"] == "forget_acc") & (acc["data"] == "all")]
+    assert set(forget["per_example"].str.len()) == {len(small_bench.forget)}

@@ -116,18 +116,23 @@ class EvalBudget:
         out._cache = {}
         return out
 
-    def evaluate(self, model, splits=None, batch_size=None, general=True, limit=None):
+    def evaluate(self, model, splits=None, batch_size=None, general=True, limit=None, per_example=None):
         splits = splits if splits is not None else [s for s in (self._splits or list(self._bench.splits))
                                                     if s in self._bench.splits]
         lim = {**self._limit, **(limit or {})}
         if model is not self._pinned:
             return self._view.evaluate(model, splits=splits, batch_size=batch_size or self._bs, general=general,
-                                       limit=lim)
+                                       limit=lim, per_example=per_example)
         key = (tuple(splits), bool(general), tuple(sorted(lim.items())))
         if key not in self._cache:
-            self._cache[key] = self._view.evaluate(model, splits=splits, batch_size=batch_size or self._bs,
-                                                   general=general, limit=lim)
-        return dict(self._cache[key])
+            pe = {}
+            m = self._view.evaluate(model, splits=splits, batch_size=batch_size or self._bs, general=general,
+                                    limit=lim, per_example=pe)
+            self._cache[key] = (m, pe)
+        m, pe = self._cache[key]
+        if per_example is not None:
+            per_example.update({k: list(v) for k, v in pe.items()})
+        return dict(m)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -217,12 +222,24 @@ def _unit(quantity: str) -> str:
     return ""
 
 
-def _metric_rows(common: dict, metrics: dict, data: str, subject: str) -> List[dict]:
+def _metric_rows(common: dict, metrics: dict, data: str, subject: str,
+                 per_example: Optional[dict] = None) -> List[dict]:
     """Rows of the one tidy schema (:mod:`optigrade._tables`): the run's context columns, then
     ``subject`` ("original" | "unlearned" | "attacked:<label>"), ``data`` (the split scored:
-    "all" = every evaluation split, "forget-half-B", "weights"), ``quantity``, ``value``..."""
+    "all" = every evaluation split, "forget-half-B", "weights"), ``quantity``, ``value``...;
+    an accuracy row of a split in ``per_example`` also carries ``per_example``: each fact's exact
+    match as a string of 0/1 in split order (what a bootstrap over facts resamples)."""
+    pe = per_example or {}
     return [{**common, "subject": subject, "data": data, "quantity": k, "index": 0, "value": float(v),
-             "uncertainty": float("nan"), "uncertainty_kind": "", "unit": _unit(k)} for k, v in metrics.items()]
+             "uncertainty": float("nan"), "uncertainty_kind": "", "unit": _unit(k),
+             **({"per_example": "".join(map(str, pe[k[:-4]]))} if k.endswith("_acc") and k[:-4] in pe else {})}
+            for k, v in metrics.items()]
+
+
+def _scored(bench, model, **kw):
+    """``(metrics, per-example exact matches)`` of ``model`` on ``bench``."""
+    pe: dict = {}
+    return bench.evaluate(model, per_example=pe, **kw), pe
 
 
 def _frame(rows: List[dict]) -> pd.DataFrame:
@@ -256,16 +273,18 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
         _, b = forget_halves(bench, seed)
         half_b = bench.with_forget_groups(b)
     none = _subject(None, unlearned)
-    rows += _metric_rows({**common, **_attack_columns(None)}, bench.evaluate(model), "all", none)
+    m, pe = _scored(bench, model)
+    rows += _metric_rows({**common, **_attack_columns(None)}, m, "all", none, pe)
     if half_b is not None:
-        m = half_b.evaluate(model, splits=[s for s in ("forget", "forget_para") if s in bench.splits], general=False)
-        rows += _metric_rows({**common, **_attack_columns(None)}, m, "forget-half-B", none)
+        m, pe = _scored(half_b, model, splits=[s for s in ("forget", "forget_para") if s in bench.splits],
+                        general=False)
+        rows += _metric_rows({**common, **_attack_columns(None)}, m, "forget-half-B", none, pe)
     for a in tqdm(cfg.attacks, desc="attacks", disable=not progress, leave=False):
         attacked = apply_attack(a, model, bench, seed)
         half = a.kind == "relearn" and a.resolved()["protocol"] == "half"
-        m = (half_b if half else bench).evaluate(attacked)
+        m, pe = _scored(half_b if half else bench, attacked)
         rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all",
-                             _subject(a, unlearned))
+                             _subject(a, unlearned), pe)
         if keep is not None:
             from .geometry import kept_weights
 

@@ -202,12 +202,15 @@ class Benchmark:
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, model, splits: Optional[Sequence[str]] = None, batch_size: int = 64,
-                 general: bool = True, limit: Optional[Dict[str, int]] = None) -> Dict[str, float]:
+                 general: bool = True, limit: Optional[Dict[str, int]] = None,
+                 per_example: Optional[Dict[str, List[int]]] = None) -> Dict[str, float]:
         """Named metrics of ``model`` (see the module docstring), computed on its device in eval
         mode (every module's training flag is restored afterwards).
 
         ``limit`` caps the examples scored per split (the first N, a fixed subset), e.g.
-        ``{"retain": 200}`` for cheap stopping checks inside the unlearn loop."""
+        ``{"retain": 200}`` for cheap stopping checks inside the unlearn loop.  With a dict
+        ``per_example``, also ``per_example[split]`` = each scored example's exact match (0/1, in
+        split order): what a bootstrap over facts resamples."""
         dev = model_device(model)
         with eval_mode(model):
             out: Dict[str, float] = {}
@@ -218,13 +221,17 @@ class Benchmark:
                 if not data:
                     continue
                 m = n = c = 0.0
+                hits: List[int] = []
                 for i in range(0, len(data), batch_size):
                     s = answer_stats(model, self.encode_qa(data[i : i + batch_size], device=dev))
+                    hits += [int(x) for x in s["match"].tolist()]
                     m += float(s["match"].sum())
                     n += float(s["nll_sum"].sum())
                     c += float(s["count"].sum())
                 out[f"{split}_acc"] = m / len(data)
                 out[f"{split}_nll"] = n / max(c, 1.0)
+                if per_example is not None:
+                    per_example[split] = hits
             if general and self.general.get("test"):
                 out["general_ppl"] = self.perplexity(model, self.general["test"], batch_size)
         return out
