@@ -25,6 +25,7 @@ import torch
 
 from .. import _weights
 from .._lm import summed_nll
+from .._prefix import PrefixCache, first_layer_of
 from .._select import Pattern, select
 
 HVP_MODES = ("double", "func", "fd")
@@ -135,10 +136,20 @@ class Probe:
             HVP is one extra backward; costs the graphs' memory; rebuilt automatically when
             any parameter changes in place.
         fd_eps: finite-difference step in units of ‖v‖; default 5e-3 (fp32/bf16), 1e-5 (fp64).
+        prefix_cache: run every loss, gradient and HVP from a cached frozen prefix
+            (:class:`optigrade._prefix.PrefixCache`): when every selected parameter sits in
+            decoder layers >= L of a Llama-family causal LM, the embeddings and layers 0..L−1
+            run once per batch and only layers L.., the norm and the head run per evaluation.
+            The results equal the full model's (the same operations on the same inputs); the
+            prefix is recomputed when one of its weights changes.  ``loss_fn``, if given,
+            receives the cache in place of the model (it must call ``model(input_ids=...,
+            attention_mask=...)``).
 
     Raises:
         ValueError: empty batches, no counted tokens, non-finite loss at the checkpoint,
-            unknown hvp_mode, a pattern that selects nothing.
+            unknown hvp_mode, a pattern that selects nothing; with ``prefix_cache``, a selected
+            parameter before layer 1 (embeddings, layer 0, a head tied to the embeddings: the
+            earliest is named) or a model the cache does not support.
 
     Least squares, L(w, b) = ½ Σ_i (x_iᵀw + b − y_i)², has the Hessian H = AᵀA (A = [X, 1])
     at every θ; ``least_squares`` builds ``Probe(nn.Linear(3, 1), [(X, y)], half_sse)``:
@@ -170,7 +181,7 @@ class Probe:
     def __init__(self, model: torch.nn.Module, batches, loss_fn: Callable | None = None, *,
                  params=None, param_filter: Pattern | Sequence[Pattern] | None = None,
                  exclude: Pattern | Sequence[Pattern] | None = None, hvp_mode: str = "double",
-                 keep_graph: bool = False, fd_eps: float | None = None):
+                 keep_graph: bool = False, fd_eps: float | None = None, prefix_cache: bool = False):
         if hvp_mode not in HVP_MODES:
             raise ValueError(f"hvp_mode must be one of {HVP_MODES}, got {hvp_mode!r}")
         if fd_eps is not None and not (fd_eps > 0 and np.isfinite(fd_eps)):
@@ -181,8 +192,18 @@ class Probe:
         if not batches:
             raise ValueError("batches is empty: give at least one batch (a dict for causal LMs)")
         self.model = model
+        if not isinstance(prefix_cache, bool):
+            raise ValueError(f"prefix_cache must be True or False, got {prefix_cache!r}")
         self.named_params = select(model, params, param_filter, exclude)
         self.names = [n for n, _ in self.named_params]
+        self.prefix_cache = prefix_cache
+        self._forward_model = model  # what the loss calls: the model, or its prefix cache
+        if prefix_cache:
+            try:
+                first = first_layer_of(self.names, model)
+                self._forward_model = PrefixCache(model, first, max_batches=max(32, len(batches)))
+            except ValueError as e:
+                raise ValueError(f"prefix_cache=True: {e}") from None
         self.params = [p for _, p in self.named_params]
         self.shapes = [p.shape for p in self.params]
         self.numel = sum(p.numel() for p in self.params)
@@ -219,8 +240,8 @@ class Probe:
     # ---------------------------------------------------------------- internals
     def _batch_loss(self, batch) -> tuple[torch.Tensor, float]:
         if self.loss_fn is None:
-            return causal_lm_loss(self.model, batch)
-        out = self.loss_fn(self.model, batch)
+            return causal_lm_loss(self._forward_model, batch)
+        out = self.loss_fn(self._forward_model, batch)
         if isinstance(out, (tuple, list)):
             s, c = out
             return s, float(c)
@@ -371,7 +392,7 @@ class Probe:
                 except AttributeError:
                     return getattr(super().__getattr__("m"), name)
 
-        view = _View(self.model)
+        view = _View(self._forward_model)  # a PrefixCache keeps the model's parameter names
         if self.loss_fn is None:
             return causal_lm_loss(view, batch)
         out = self.loss_fn(view, batch)
@@ -446,7 +467,7 @@ class Probe:
         if not sub:
             raise ValueError(f"pattern {param_filter!r} selects none of this Probe's parameters")
         return Probe(self.model, self.batches, self.loss_fn, params=sub, hvp_mode=self.hvp_mode,
-                     keep_graph=self.keep_graph, fd_eps=self.fd_eps)
+                     keep_graph=self.keep_graph, fd_eps=self.fd_eps, prefix_cache=self.prefix_cache)
 
     def cost(self) -> Cost:
         """Evaluations so far (loss, gradient, HVP passes over all batches)."""
@@ -468,4 +489,5 @@ class Probe:
     def __repr__(self) -> str:
         return (f"Probe({type(self.model).__name__}, {len(self.batches)} batches, "
                 f"{int(self.total_count)} counted, {len(self.params)} tensors / {self.numel} "
-                f"params, hvp_mode={self.hvp_mode!r})")
+                f"params, hvp_mode={self.hvp_mode!r}"
+                + (f", prefix from layer {self._forward_model.first_layer}" if self.prefix_cache else "") + ")")

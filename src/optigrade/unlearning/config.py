@@ -442,6 +442,9 @@ class UnlearnConfig(Setup):
                               "'mlp\\.down_proj'")
     optimizer_kwargs: Dict[str, Any] = F({}, "optimizer hyperparameters", "{mu: 1.0e-3}")
     seed: int = F(0, "the run's seed (data order, ZO directions)", 0, ge=0)
+    prefix_cache: bool = F(False, "run the step's loss evaluations from a cached frozen prefix when every moved "
+                           "weight sits in decoder layers >= 1 of a Llama model (same numbers, less time; a "
+                           "warning and the full model otherwise)", "true")
 
     @field_validator("seed")
     @classmethod

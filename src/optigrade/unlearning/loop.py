@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -45,6 +46,7 @@ from optigrade.optimizers import Closure
 from .._device import model_device
 from .._files import atomic_dir, atomic_write_json, file_hashes
 from .._lm import lm_logits, mean_nll, shifted
+from .._prefix import PrefixCache, first_layer_of
 from .benchmarks.base import Benchmark
 from .objectives import Objective, Reference
 
@@ -243,12 +245,27 @@ def _sampled_label_loss(model, batches: Sequence[dict]):
     return fn
 
 
+def _closure_model(model, params, prefix_cache: bool):
+    """What the step's closure calls: ``model``, or with ``prefix_cache`` a
+    :class:`~optigrade._prefix.PrefixCache` from the first layer holding one of ``params`` (the
+    same logits; the frozen prefix runs once per batch instead of once per loss evaluation).  When
+    the moved weights leave no frozen prefix (embeddings, layer 0, a tied head) or the model is
+    not supported, a warning says why and the full model is used."""
+    if not prefix_cache:
+        return model
+    try:
+        return PrefixCache(model, first_layer_of(params, model), max_batches=4)  # this step's forget + retain
+    except ValueError as e:
+        warnings.warn(f"prefix_cache ignored, the full model runs: {e}", stacklevel=3)
+        return model
+
+
 def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, benchmark: Benchmark, *,
             steps: int = 100, target: Optional[float] = None, metric: str = "forget_acc",
             eval_every: int = 5, batch_size: int = 16, seed: int = 0,
             reference: Optional[Reference] = None, params: Optional[Sequence[torch.Tensor]] = None,
             eval_retain: int = 200, retain_floor: Optional[float] = None, final_eval: bool = True,
-            progress: bool = True) -> UnlearnResult:
+            progress: bool = True, prefix_cache: bool = False) -> UnlearnResult:
     """Unlearn ``benchmark.forget`` from ``model`` in place.
 
     Args:
@@ -267,6 +284,11 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
             ``retain_acc`` falls below this value, even if the target is met at that evaluation: a
             run that can only reach the target by damaging the model is reported as such instead
             of as forgetting.
+        prefix_cache: the closure's loss evaluations (every query of a zeroth-order step) run
+            from a :class:`~optigrade._prefix.PrefixCache`: the frozen layers before the first
+            layer holding a moved weight run once per batch.  Same losses, same weights (the
+            same operations on the same inputs); when the moved weights leave no frozen prefix
+            a warning says so and the full model runs.  Evaluations use the full model.
 
     A non-finite loss (every step) or non-finite weights (every evaluation and the end) stop
     the run with ``stop_reason="diverged"`` (``note`` says where); the diverged model is not
@@ -298,9 +320,12 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
         True
     """
     msplit = _check_args(benchmark, steps, target, metric, eval_every, batch_size, seed, eval_retain, retain_floor)
+    if not isinstance(prefix_cache, bool):
+        raise ValueError(f"prefix_cache must be True or False, got {prefix_cache!r}")
     model.eval()
     if params is None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
+    fwd = _closure_model(model, params, prefix_cache)  # what the closure's losses call
     if objective.needs_reference and reference is None:
         reference = Reference(model)
     gen = torch.Generator().manual_seed(seed)
@@ -318,11 +343,11 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
     for step in bar:
         f, r = next(forget_it), next(retain_it)
         closure = Closure(
-            lambda: objective(model, f, r, reference), params,
-            forget_fn=lambda: objective.forget_term(model, f, reference),
-            retain_fn=lambda: objective.retain_term(model, r),
-            retain_loss_fn=lambda: mean_nll(lm_logits(model, r), r["labels"]),
-            sampled_label_fn=_sampled_label_loss(model, [f, r]),
+            lambda: objective(fwd, f, r, reference), params,
+            forget_fn=lambda: objective.forget_term(fwd, f, reference),
+            retain_fn=lambda: objective.retain_term(fwd, r),
+            retain_loss_fn=lambda: mean_nll(lm_logits(fwd, r), r["labels"]),
+            sampled_label_fn=_sampled_label_loss(fwd, [f, r]),
         )
         loss = optimizer.step(closure)
         loss = float(loss) if loss is not None else math.nan
