@@ -59,7 +59,7 @@ def split(out: Path) -> dict:
     }
 
 
-def render(s: dict, wall: float | None, command: str) -> str:
+def render(s: dict, wall: float | None, command: str, note: str = "") -> str:
     geo = s["geometry_seconds"] + s["theory_seconds"]
     total = wall if wall else s["study_seconds"]
     rest = s["run_seconds"] - s["geometry_seconds"] - s["unlearn_seconds"]
@@ -81,7 +81,8 @@ def render(s: dict, wall: float | None, command: str) -> str:
         f"Goal: demo ≤ 600 s ({'met' if total <= 600 else 'missed'}), geometry ≤ 40% of it "
         f"({'met' if geo <= 0.4 * total else 'missed'}). The geometry spent {s['geometry_hvp']:.0f} HVPs and "
         f"{s['geometry_loss']:.0f} loss passes; its budgets (configs/demo.yaml `geometry:`): "
-        + ", ".join(f"{k} {v}" for k, v in budget.items() if v is not None) + ".", "", END]
+        + ", ".join(f"{k} {v}" for k, v in budget.items() if v is not None) + ".", "",
+        *([note, ""] if note else []), END]
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="src", help="a finished demo directory (default: run the demo into runs/demo)")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not write RESULTS.md")
+    ap.add_argument("--note", default="", help="a line printed under the table (e.g. what else ran on the machine)")
     a = ap.parse_args(argv)
     wall = None
     if a.src:
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "optigrade.cli", "demo", "--out", str(out), "--overwrite"], check=True)
         wall = time.perf_counter() - t0
-    text = render(split(out), wall, command)
+    text = render(split(out), wall, command, a.note)
     print(text)
     if not a.no_write:
         write(text)
