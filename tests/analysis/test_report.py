@@ -9,17 +9,51 @@ from types import SimpleNamespace as NS
 import pandas as pd
 import pytest
 
-from optigrade.analysis.report import (_toy_results, claim_sentences, headline_table, load_study, print_summary,
-                                       summarize, update_readme, write_report)
+from optigrade.analysis.report import (README_END, README_START, _toy_results, claim_sentences, headline_table,
+                                       load_study, markdown_summary, print_summary, render_block, summarize,
+                                       update_readme, write_report)
 
 
 def test_summarize_t_interval_closed_form():
-    s = summarize(_toy_results())
-    x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["quantity"] == "forget_acc")].iloc[0]
+    """Unbounded quantities keep the Student-t interval (here the toy's accuracies renamed to NLLs)."""
+    r = _toy_results(per_example=False)
+    r["quantity"] = r["quantity"].str.replace("_acc", "_nll")
+    s = summarize(r)
+    x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["quantity"] == "forget_nll")].iloc[0]
     sd = math.sqrt(((0.3 - 0.4) ** 2 + (0.5 - 0.4) ** 2) / 1)
-    assert x["mean"] == pytest.approx(0.4) and x["sd"] == pytest.approx(sd)
-    assert x["ci95"] == pytest.approx(12.706204736 * sd / math.sqrt(2))
+    assert x["mean"] == pytest.approx(0.4) and x["sd"] == pytest.approx(sd) and x["estimate"] == x["mean"]
+    assert x["ci95"] == pytest.approx(12.706204736 * sd / math.sqrt(2)) and x["interval_kind"] == "t"
+    assert (x["ci_low"], x["ci_high"]) == (pytest.approx(0.4 - x["ci95"]), pytest.approx(0.4 + x["ci95"]))
     assert x["family"] == "first-order" and x["n_capped"] == 0 and x["steps_mean"] == 20
+
+
+def test_accuracy_cells_stay_in_the_unit_interval():
+    """The toy's accuracies: every interval inside [0, 1] (the t-interval gave 0.40 ± 1.27), and
+    every table cell reads "m [lo, hi] (per-seed values)"."""
+    s = summarize(_toy_results())
+    assert ((s["ci_low"] >= 0) & (s["ci_high"] <= 1)).all() and s["ci95"].isna().all()
+    t = headline_table(s, "npo")
+    assert t.loc[t["optimizer"] == "adam", "rtn4"].item() == "0.40 [0.17, 0.65] (0.30/0.50)"
+    cell = re.compile(r"^(\d\.\d\d) \[(\d\.\d\d), (\d\.\d\d)\] \((\d\.\d\d)/(\d\.\d\d)\)$")
+    for v in t[["none", "rtn4"]].to_numpy().ravel():
+        m = cell.match(v)
+        assert m, v
+        est, lo, hi, *seeds = map(float, m.groups())
+        assert 0 <= lo <= hi <= 1 and est == pytest.approx(sum(seeds) / 2, abs=0.006)
+    assert "±" not in markdown_summary(s)
+
+
+def test_claims_compare_the_intervals_low_and_high():
+    """Two optimizers whose accuracy intervals do not overlap are ranked as resolved; widening
+    one (fewer facts) makes the same means unresolved."""
+    r = _toy_results()
+    sep = claim_sentences(summarize(r))
+    assert "the extremes’ 95% intervals overlap" in sep[1]
+    big = r.copy()  # 20 × as many facts, same accuracies: the intervals shrink and separate
+    big["per_example"] = big["per_example"].map(lambda b: b * 20)
+    out = claim_sentences(summarize(big))
+    assert "intervals overlap" not in out[1] and out[1].endswith("as the paper claims.")
+    assert out[3].endswith("utility is lower with mix.")
 
 
 def _relabel(results, names):
@@ -114,3 +148,38 @@ def test_update_readme_check_mode(tmp_path):
     assert main(["report", str(tmp_path), "--readme", str(readme)]) == 0
     readme.write_text("no markers\n")
     assert main(["report", str(tmp_path), "--readme", str(readme)]) == 2
+
+
+def test_readme_block_of_a_study_run_here_and_its_check(tmp_path, small_bench, small_model, capsys):
+    """The README mechanism on a study this test runs (CI has no runs/demo): the block is what
+    :func:`render_block` makes from the study's tables (accuracy cells with per-fact bootstrap
+    intervals inside [0, 1]), ``--check`` says "up to date" right after writing and "out of date"
+    once the block is edited by hand, and rewriting restores it."""
+    from optigrade.analysis.config import StudyConfig
+    from optigrade.analysis.study import run_study
+    from optigrade.cli import main
+
+    from .conftest import small_study_dict
+
+    cfg = StudyConfig(**small_study_dict(seeds=[0, 1], attacks=[{"kind": "quantize", "label": "rtn4", "bits": 4}],
+                                         diagnostics={"bits": []}, geometry={"enabled": False}))
+    out = tmp_path / "study"
+    res = run_study(cfg, out, progress=False, base=small_model, benchmark=small_bench)
+    acc = res.summary[res.summary["quantity"].str.endswith("_acc")]
+    assert set(acc["interval_kind"]) == {"bootstrap facts×seeds"}
+    assert ((acc["ci_low"] >= 0) & (acc["ci_high"] <= 1)).all()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\n{README_START}\nstale\n{README_END}\n\nmore\n")
+    assert main(["report", str(out), "--readme", str(readme), "--check"]) == 1  # stale before writing
+    assert main(["report", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert render_block(out) in text and text.endswith(f"{README_END}\n\nmore\n")
+    assert re.search(r"\| adam \| 1 \| 2 \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \(\d\.\d\d/\d\.\d\d\) \|", text), text
+    capsys.readouterr()
+    assert main(["report", str(out), "--readme", str(readme), "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    readme.write_text(text.replace("| adam | 1 | 2 |", "| adam | 1 | 3 |"))  # a hand edit of a number
+    assert main(["report", str(out), "--readme", str(readme), "--check"]) == 1
+    assert "out of date" in capsys.readouterr().out
+    assert update_readme(out, readme)  # rewriting restores the generated block
+    assert readme.read_text() == text and not update_readme(out, readme, check=True)

@@ -26,9 +26,17 @@ def by_grade(summary: pd.DataFrame) -> List[str]:
 
 
 def _mean(summary, objective, opt, attack, metric="forget_acc", split="all"):
+    """``(estimate, ci_low, ci_high)`` of one summary row (NaN when absent or without an
+    interval); a summary written before the interval columns gives ``mean ∓ ci95``."""
     x = summary[(summary["objective"] == objective) & (summary["optimizer"] == opt) & (summary["attack"] == attack)
                 & (summary["quantity"] == metric) & (summary["data"] == split)]
-    return (float(x["mean"].iloc[0]), float(x["ci95"].iloc[0])) if len(x) else (float("nan"), float("nan"))
+    if not len(x):
+        return (float("nan"),) * 3
+    r = x.iloc[0]
+    if "ci_low" in x:
+        return float(r["estimate"] if "estimate" in x else r["mean"]), float(r["ci_low"]), float(r["ci_high"])
+    m, h = float(r["mean"]), float(r["ci95"])
+    return m, m - h, m + h
 
 
 class Claim(NamedTuple):
@@ -91,7 +99,7 @@ def _ordering_sentence(c: Claim, a: str, what: str) -> Optional[str]:
         return None
     ranked = sorted(vals, key=lambda o: vals[o][0])
     by_grade = {}
-    for o, (m, _) in vals.items():
+    for o, (m, *_) in vals.items():
         by_grade.setdefault(c.grade[o], []).append(m)
     gm = {g: sum(v) / len(v) for g, v in by_grade.items()}
     gs = sorted(gm)
@@ -110,19 +118,29 @@ def _ordering_sentence(c: Claim, a: str, what: str) -> Optional[str]:
             f"{_unresolved(vals[best], vals[worst], 'the extremes’')}.")
 
 
+def _no_interval(x) -> bool:
+    return x[1] != x[1] or x[2] != x[2]
+
+
 def _separated(x, y) -> bool:
-    """The 95% intervals of two (mean, half-width) pairs do not overlap (never when one is NaN:
-    one seed gives no interval)."""
-    if x[1] != x[1] or y[1] != y[1]:
+    """The 95% intervals ``[low, high]`` of two ``(estimate, low, high)`` triples do not overlap
+    (never when one is missing: one seed without per-fact matches gives no interval).
+
+    >>> _separated((0.1, 0.0, 0.2), (0.5, 0.3, 0.7)), _separated((0.1, 0.0, 0.4), (0.5, 0.3, 0.7))
+    (True, False)
+    >>> _separated((0.1, float("nan"), float("nan")), (0.9, 0.8, 1.0))
+    False
+    """
+    if _no_interval(x) or _no_interval(y):
         return False
     lo, hi = (x, y) if x[0] <= y[0] else (y, x)
-    return lo[0] + lo[1] < hi[0] - hi[1]
+    return lo[2] < hi[1]
 
 
 def _unresolved(x, y, whose: str) -> str:
     if _separated(x, y):
         return ""
-    if x[1] != x[1] or y[1] != y[1]:
+    if _no_interval(x) or _no_interval(y):
         return f", but {whose} values have no interval (one seed), so the ranking is not statistically resolved"
     return f", and {whose} 95% intervals overlap, so the ranking is not statistically resolved"
 
@@ -135,7 +153,7 @@ def _comparison_sentence(c: Claim, attacks: List[str]) -> Optional[str]:
     comp = []
     for a in attacks:
         h, ad = _mean(c.summary, c.obj, mixed, a), _mean(c.summary, c.obj, fo, a)
-        z = _mean(c.summary, c.obj, zo[0], a) if zo else (float("nan"),) * 2
+        z = _mean(c.summary, c.obj, zo[0], a) if zo else (float("nan"),) * 3
         if h[0] == h[0] and ad[0] == ad[0]:
             rel = ("not distinguishable (95% intervals overlap or are missing) from" if not _separated(h, ad) else
                    "below" if h[0] < ad[0] else "above")

@@ -1,7 +1,10 @@
 """Summaries and reports of a study directory (tables in, Markdown / HTML out).
 
-* :func:`summarize` — mean, standard deviation and a 95% Student-t interval over seeds,
-  ``mean ± t_{0.975, n−1}·sd/√n``, per objective × optimizer × attack × data split × quantity.
+* :func:`summarize` — the estimate over seeds and a 95% interval that respects the metric
+  (:mod:`~optigrade.analysis.intervals`: a bootstrap over facts × seeds inside [0, 1] for
+  accuracies, a geometric mean for perplexity, a t-interval for unbounded quantities) with the
+  per-seed values, per objective × optimizer × attack × data split × quantity.  Tables print
+  ``estimate [low, high] (per-seed values)``.
 * :func:`headline_table` — the README / report table: forget accuracy before and after each
   attack, per optimizer (rows ordered by grade), one objective.
 * :func:`claim_sentences` — 3–7 sentences generated from the numbers about the grade claim;
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import html
 from math import nan
-import math
 import sys
 from pathlib import Path
 from typing import List, NamedTuple, Optional
 
+import numpy as np
 import pandas as pd
 
+from . import intervals as _intervals_mod
 from ._claims import by_grade as _order
 from ._claims import sentences as _sentences
 
@@ -50,32 +54,73 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
     return df.rename(columns=old) if old else df
 
 
-def _tcrit(n: int) -> float:
-    if n < 2:
-        return float("nan")
-    from scipy.stats import t
+def _intervals(df: pd.DataFrame, gid: np.ndarray) -> dict:
+    """``{group id: (Interval, per-seed text)}`` for the rows of ``df`` numbered by ``gid``: each
+    group's non-missing values in seed order, with their per-fact matches for accuracies."""
+    vals = df["value"].to_numpy(dtype=float)
+    seed = pd.to_numeric(df["seed"], errors="coerce").to_numpy(dtype=float) if "seed" in df else np.zeros(len(df))
+    pe = df["per_example"].to_numpy(dtype=object) if "per_example" in df else None
+    quantity = df["quantity"].astype(str).to_numpy(dtype=object)
+    keep = ~np.isnan(vals)
+    order = np.lexsort((np.nan_to_num(seed, nan=-1.0), gid))
+    order = order[keep[order]]
+    out = {}
+    if not len(order):
+        return out
+    g = gid[order]
+    cuts = np.flatnonzero(np.diff(g)) + 1
+    ragged = []
+    for idx in np.split(order, cuts):
+        q, v = quantity[idx[0]], vals[idx]
+        facts = None
+        if pe is not None and _intervals_mod.is_accuracy(q):
+            strs = [x for x in pe[idx] if isinstance(x, str) and x]
+            if len(strs) == len(idx) and len({len(x) for x in strs}) == 1:
+                facts = strs
+            elif strs:  # some seeds without matches, or different facts: the seeds-only bootstrap, said
+                ragged.append(q)
+        out[int(gid[idx[0]])] = (_intervals_mod.interval_for(q, v, facts), _intervals_mod.per_seed_text(v))
+    if ragged:
+        import warnings
 
-    return float(t.ppf(0.975, n - 1))
+        warnings.warn(f"{len(ragged)} accuracy group(s) ({', '.join(sorted(set(ragged)))}) have per-fact matches for "
+                      "only some seeds or of different lengths; their intervals bootstrap the seeds only",
+                      stacklevel=3)
+    return out
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% t-interval over seeds (one row per KEYS group), with how many runs are not
-    at matched forgetting (``n_capped``: step cap, retain guard, divergence or, when the results
-    carry ``matched``, a utility floor; ``unmatched``: why, e.g. "ppl 6.2× base"), the mean
-    steps taken, the optimizer's ``family`` and the utility floors with the base values they
+    """The estimate over seeds and its 95% interval, one row per KEYS group, with how many runs
+    are not at matched forgetting (``n_capped``: step cap, retain guard, divergence or, when the
+    results carry ``matched``, a utility floor; ``unmatched``: why, e.g. "ppl 6.2× base"), the
+    mean steps taken, the optimizer's ``family`` and the utility floors with the base values they
     were applied to (when the results carry them).
+
+    The interval respects the metric (:mod:`~optigrade.analysis.intervals`): ``estimate`` and
+    ``[ci_low, ci_high]`` are, for accuracies, the mean and a percentile bootstrap over facts ×
+    seeds (``interval_kind`` "bootstrap facts×seeds"; "bootstrap seeds" for rows without
+    ``per_example``), inside [0, 1]; for perplexities the geometric mean and exp of the t-interval
+    of the logs ("geometric t"); for everything else the mean and the t-interval ("t").
+    ``per_seed``: the values in seed order, "/"-joined.  ``mean`` and ``sd`` are the plain
+    mean and standard deviation; ``ci95`` is the half-width of a symmetric ("t") interval and
+    NaN for the asymmetric ones; ``ci95_low`` / ``ci95_high`` repeat ``ci_low`` / ``ci_high``.
 
     >>> s = summarize(_toy_results())
     >>> x = s[(s["optimizer"] == "adam") & (s["attack"] == "rtn4") & (s["quantity"] == "forget_acc")]
-    >>> x[["n", "mean", "n_capped", "family"]].to_dict("records")            # seeds 0.3 and 0.5
-    [{'n': 2, 'mean': 0.4, 'n_capped': 0, 'family': 'first-order'}]
-    >>> round(float(x["ci95"].iloc[0]), 4)                                   # t(0.975, 1)·sd/√2
-    1.2706
+    >>> x[["n", "mean", "n_capped", "family", "interval_kind", "per_seed"]].to_dict("records")   # 6/20, 10/20 facts
+    [{'n': 2, 'mean': 0.4, 'n_capped': 0, 'family': 'first-order', 'interval_kind': 'bootstrap facts×seeds', 'per_seed': '0.3/0.5'}]
+    >>> [round(float(x[c].iloc[0]), 3) for c in ("estimate", "ci_low", "ci_high")]
+    [0.4, 0.174, 0.65]
+    >>> s2 = summarize(_toy_results(per_example=False))                        # an old table: seeds only
+    >>> x2 = s2[(s2["optimizer"] == "adam") & (s2["attack"] == "rtn4") & (s2["quantity"] == "forget_acc")]
+    >>> x2[["interval_kind", "ci_low", "ci_high"]].to_dict("records")
+    [{'interval_kind': 'bootstrap seeds', 'ci_low': 0.3, 'ci_high': 0.5}]
     """
     df = _tidy(results).copy()
     keys = KEYS + [c for c in _COORDINATES if c in df]  # vector quantities: one row per element
     g = df.groupby(keys, dropna=False, sort=False)
-    s = g["value"].agg(n="count", mean="mean", sd="std").reset_index()
+    df["_gid"] = g.ngroup().to_numpy()
+    s = g.agg(n=("value", "count"), mean=("value", "mean"), sd=("value", "std"), _gid=("_gid", "first")).reset_index()
     if "matched" in df:
         df["_why"] = list(zip(df["match_reason"], df["match_detail"]))
         per_run = dict(n_capped=("matched", lambda x: int((~x.astype(bool)).sum())), unmatched=("_why", _why))
@@ -86,13 +131,18 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         if c in df:
             per_run[c] = (c, "first")
     runs = df.drop_duplicates("run_id").groupby(["objective", "optimizer"], dropna=False).agg(**per_run).reset_index()
-    s = s.merge(runs, on=["objective", "optimizer"], how="left")
-    half = [(_tcrit(int(n)) * sd / math.sqrt(n)) if n >= 2 and sd == sd else float("nan")
-            for n, sd in zip(s["n"], s["sd"])]
-    s["ci95"] = half
-    s["ci95_low"] = s["mean"] - s["ci95"]
-    s["ci95_high"] = s["mean"] + s["ci95"]
-    return s
+    ivs = _intervals(df, df["_gid"].to_numpy())
+    none = (_intervals_mod.Interval(nan, nan, nan, "", 0), "")
+    got = [ivs.get(int(i), none) for i in s["_gid"]]
+    s["estimate"] = [iv.estimate for iv, _ in got]
+    s["ci_low"] = [iv.low for iv, _ in got]
+    s["ci_high"] = [iv.high for iv, _ in got]
+    s["interval_kind"] = [iv.kind for iv, _ in got]
+    s["per_seed"] = [t for _, t in got]
+    s["ci95"] = [iv.half_width for iv, _ in got]
+    s["ci95_low"], s["ci95_high"] = s["ci_low"], s["ci_high"]
+    s = s.drop(columns=["_gid"])
+    return s.merge(runs, on=["objective", "optimizer"], how="left")
 
 
 #: how a table names several runs that missed matched forgetting for the same reason
@@ -119,8 +169,9 @@ def _why(pairs) -> str:
 def load_study(path):
     """``(results, summary)`` of a study directory.  Tables written before the tidy schema get
     its column names (``metric`` → ``quantity``, ``eval_split`` → ``data``, ``diag_bits`` →
-    ``setting_bits``); a summary without the optimizer ``family`` is recomputed from the
-    results (same numbers, one more column).
+    ``setting_bits``); a summary without the optimizer ``family`` or without the interval
+    columns (``interval_kind``: written before the intervals respected the metric) is
+    recomputed from the results.
 
     Raises:
         FileNotFoundError: no ``results.parquet`` in ``path`` (the message says how to make one).
@@ -153,15 +204,57 @@ def load_study(path):
 
     res = read(res_p)
     summ = read(sum_p) if sum_p.exists() else None
-    if summ is None or ("family" in res and "family" not in summ):
+    if summ is None or ("family" in res and "family" not in summ) or "interval_kind" not in summ:
         summ = summarize(res)
     return res, summ
 
 
-def _fmt(m, ci, digits=2) -> str:
+def _fmt(m, lo, hi, per_seed: str = "", n: int = 0, digits: int = 2) -> str:
+    """A table cell: ``m [lo, hi]``, then the per-seed values when there are 2–5 seeds; ``m``
+    alone without an interval, "–" without a value.
+
+    >>> _fmt(0.1, 0.0625, 0.15, "0.08/0.12/0.1", 3)
+    '0.10 [0.06, 0.15] (0.08/0.12/0.10)'
+    >>> _fmt(0.1, nan, nan, "0.1", 1), _fmt(nan, nan, nan)
+    ('0.10', '–')
+    """
     if m != m:
         return "–"
-    return f"{m:.{digits}f}" if ci != ci else f"{m:.{digits}f} ± {ci:.{digits}f}"
+    f = lambda v: f"{v:.{digits}f}"  # noqa: E731
+    if lo != lo or hi != hi:
+        return f(m)
+    cell = f"{f(m)} [{f(lo)}, {f(hi)}]"
+    if 2 <= n <= 5 and per_seed:
+        cell += " (" + "/".join(f(float(v)) for v in per_seed.split("/")) + ")"
+    return cell
+
+
+def _cell(x: pd.DataFrame, digits: int = 2) -> str:
+    """The cell of the first summary row of ``x`` (:func:`_fmt`); a summary written before the
+    interval columns shows ``mean [mean − ci95, mean + ci95]``."""
+    r = x.iloc[0]
+    if "ci_low" in r:
+        m = r["estimate"] if "estimate" in r else r["mean"]
+        ps = r.get("per_seed", "")
+        return _fmt(m, r["ci_low"], r["ci_high"], ps if isinstance(ps, str) else "", int(r["n"]), digits)
+    return _fmt(r["mean"], r["mean"] - r["ci95"], r["mean"] + r["ci95"], "", int(r["n"]), digits)
+
+
+#: how the tables' cells read (the same sentence in the report, the printed summary and README)
+INTERVAL_NOTE = ("Cells: estimate [95% interval] (per-seed values, when 2–5 seeds). Accuracies: mean over seeds, "
+                 "percentile bootstrap over facts × seeds (over seeds only for tables without per-fact matches), "
+                 "inside [0, 1]; perplexity: geometric mean, exp of the t-interval of the logs; other quantities: "
+                 "mean and Student-t interval.")
+
+
+def _what(s: pd.DataFrame) -> str:
+    """How the headline cells of ``s`` (one metric's rows) are made, for a table's caption."""
+    kinds = set(s["interval_kind"]) - {""} if "interval_kind" in s else set()
+    return {"bootstrap facts×seeds": "mean over seeds [95% bootstrap over facts × seeds]",
+            "bootstrap seeds": "mean over seeds [95% bootstrap over seeds]",
+            "geometric t": "geometric mean over seeds [95% t-interval of the logs]",
+            "t": "mean over seeds [95% t-interval]"}.get(next(iter(kinds)) if len(kinds) == 1 else "",
+                                                          "mean over seeds [95% interval]")
 
 
 def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_acc",
@@ -170,11 +263,13 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
     with capped runs marked), the metric before attack ("none") and after each attack
     (relearn-half: on the held-out half B, shown next to its before value "none (B)").
 
-    >>> headline_table(summarize(_toy_results()), "npo")
-      optimizer grade steps         none         rtn4
-    0    zo-sgd     0    60  0.05 ± 0.64  0.10 ± 1.27
-    1       mix   0.5    40  0.10 ± 0.00  0.20 ± 0.00
-    2      adam     1    20  0.10 ± 0.64  0.40 ± 1.27
+    Cells: estimate [95% interval] (per-seed values, with 2–5 seeds), :func:`_fmt`.
+
+    >>> print(headline_table(summarize(_toy_results()), "npo").to_string(index=False))
+    optimizer grade steps                          none                          rtn4
+       zo-sgd     0    60 0.05 [0.00, 0.20] (0.00/0.10) 0.10 [0.00, 0.30] (0.00/0.20)
+          mix   0.5    40 0.10 [0.00, 0.25] (0.10/0.10) 0.20 [0.05, 0.40] (0.20/0.20)
+         adam     1    20 0.10 [0.00, 0.25] (0.05/0.15) 0.40 [0.17, 0.65] (0.30/0.50)
     """
     summary = _tidy(summary)
     s = summary[(summary["quantity"] == metric) & (summary["data"] != "weights")]
@@ -199,7 +294,7 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
             for split, col in (("all", a), ("forget-half-B", f"{a} (B)")):
                 x = so[(so["attack"] == a) & (so["data"] == split)]
                 if len(x):
-                    row[col] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
+                    row[col] = _cell(x, digits)
         rows.append(row)
     t = pd.DataFrame(rows, columns=None if rows else ["optimizer", "grade", "steps"])
     cols = ["optimizer", "grade", "steps"] + [c for c in t.columns if c not in ("optimizer", "grade", "steps")]
@@ -246,7 +341,7 @@ def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) ->
             if honest and m != "diag_update_norm" and qn is not None:
                 x = x[x["_q"] == qn]
             if len(x):
-                row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
+                row[name] = _cell(x, digits)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -261,8 +356,8 @@ def _pick(so: pd.DataFrame, quantity: str, data: str, attack: str = "none", **co
 def geometry_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd.DataFrame:
     """Rows: the original model, then optimizers by grade; columns: the curvature at each
     checkpoint (λmax and tr H on forget / retain, average sharpness at the quantization-noise
-    scale c = 1 on forget, the barrier on θ₀ → θ_u) and, per attack, cos(δ, −Δ) (mean ± 95% CI
-    over seeds, from the ``geo_*`` rows).  Empty when the study ran no geometry stage.
+    scale c = 1 on forget, the barrier on θ₀ → θ_u) and, per attack, cos(δ, −Δ) (mean [95%
+    t-interval] over seeds, from the ``geo_*`` rows).  Empty when the study ran no geometry stage.
 
     >>> geometry_table(summarize(_toy_results()), "npo").empty
     True
@@ -285,7 +380,7 @@ def geometry_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd
         for name, q, data, a, coords in want:
             x = _pick(so, q, data, a, **coords)
             if len(x):
-                row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
+                row[name] = _cell(x, digits)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -316,7 +411,7 @@ def attack_geometry_table(summary: pd.DataFrame, objective: str, data: str = "fo
             for name, q, d in cols:
                 x = _pick(so, q, d, a)
                 if len(x):
-                    row[name] = _fmt(x["mean"].iloc[0], x["ci95"].iloc[0], digits)
+                    row[name] = _cell(x, digits)
             if len(row) > 2:
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -391,19 +486,20 @@ def markdown_summary(summary: pd.DataFrame, objectives: Optional[List[str]] = No
     ``optigrade report DIR --markdown`` and pasted into the README.
 
     >>> print(markdown_summary(summarize(_toy_results())))
-    **npo** — forget accuracy (↓ = more forgotten; mean ± 95% CI over seeds)
+    **npo** — forget accuracy (↓ = more forgotten; mean over seeds [95% bootstrap over facts × seeds]; per-seed values in parentheses)
     <BLANKLINE>
     | optimizer | grade | steps | none | rtn4 |
     |---|---|---|---|---|
-    | zo-sgd | 0 | 60 | 0.05 ± 0.64 | 0.10 ± 1.27 |
-    | mix | 0.5 | 40 | 0.10 ± 0.00 | 0.20 ± 0.00 |
-    | adam | 1 | 20 | 0.10 ± 0.64 | 0.40 ± 1.27 |
+    | zo-sgd | 0 | 60 | 0.05 [0.00, 0.20] (0.00/0.10) | 0.10 [0.00, 0.30] (0.00/0.20) |
+    | mix | 0.5 | 40 | 0.10 [0.00, 0.25] (0.10/0.10) | 0.20 [0.05, 0.40] (0.20/0.20) |
+    | adam | 1 | 20 | 0.10 [0.00, 0.25] (0.05/0.15) | 0.40 [0.17, 0.65] (0.30/0.50) |
     <BLANKLINE>
     """
     objs = objectives or [o for o in dict.fromkeys(summary["objective"]) if o != "none"]
     parts = []
     for o in objs:
-        parts.append(f"**{o}** — forget accuracy (↓ = more forgotten; mean ± 95% CI over seeds)\n")
+        s = summary[(summary["quantity"] == "forget_acc") & (summary["objective"] == o)]
+        parts.append(f"**{o}** — forget accuracy (↓ = more forgotten; {_what(s)}; per-seed values in parentheses)\n")
         parts.append(_to_md(headline_table(summary, o)))
         parts.append("")
     floors = floor_note(summary)
@@ -451,7 +547,7 @@ def claim_sentences(summary: pd.DataFrame, objective: Optional[str] = None, mode
     - For npo, every optimizer reached the forget target in every seed, so the rows compare matched forgetting.
     - After 4-bit RTN quantization (rtn4), forget accuracy among matched runs ranges from 0.10 (zo-sgd, grade 0) to 0.40 (adam, grade 1); averaged per grade (0: 0.10, 0.5: 0.20, 1: 0.40) the ordering is monotone with lower grade = more robust, as the paper claims, and the extremes’ 95% intervals overlap, so the ranking is not statistically resolved.
     - mix vs adam vs ZO: after rtn4 mix's forget accuracy is 0.20, not distinguishable (95% intervals overlap or are missing) from adam's 0.40 and zo-sgd 0.10.
-    - Before any attack retain accuracy is 0.80 for mix, 0.90 for adam and 0.50 for zo-sgd: utility is lower with mix.
+    - Before any attack retain accuracy is 0.80 for mix, 0.90 for adam and 0.50 for zo-sgd: utility is not resolved between them (95% intervals overlap or are missing).
     - What this does not show: it is a 430k-parameter Llama on synthetic facts with RTN fake-quantization and a few seeds, not MUSE/WMDP on 7B models with bitsandbytes, so it tests the mechanism, not the paper's numbers.
     """
     return _sentences(_tidy(summary), objective, model)
@@ -542,7 +638,8 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
     for o in objs:
         for metric, label in (("forget_acc", "forget accuracy ↓"), ("forget_para_acc", "paraphrased forget accuracy ↓"),
                               ("retain_acc", "retain accuracy ↑"), ("general_ppl", "general perplexity ↓")):
-            sections.append(_Section(f"{o}: {label} before/after attacks (mean ± 95% CI)", "",
+            sections.append(_Section(f"{o}: {label} before/after attacks (estimate [95% interval] (per seed))",
+                                     INTERVAL_NOTE if metric == "forget_acc" else "",
                                      headline_table(summary, o, metric)))
         d = diagnostics_table(summary, o)
         if not d.empty:
@@ -555,7 +652,7 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
         g = geometry_table(summary, o)
         if not g.empty:
             sections.append(_Section(
-                f"{o}: geometry at each checkpoint (mean ± 95% CI over seeds)",
+                f"{o}: geometry at each checkpoint (mean [95% t-interval] over seeds)",
                 "Curvature of the forget / retain NLL on the geometry batch (λmax: Lanczos, its residual in the "
                 "results' uncertainty column; tr H: Hutch++), average sharpness under Gaussian noise of the RTN "
                 "rounding std s/√12 per weight, the loss barrier on the straight line θ₀ → θ_u, and cos(δ, −Δ) "
@@ -564,7 +661,7 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
             ga = attack_geometry_table(summary, o)
             if not ga.empty:
                 sections.append(_Section(
-                    f"{o}: each attack read against the local geometry (forget NLL; mean ± 95% CI over seeds)",
+                    f"{o}: each attack read against the local geometry (forget NLL; mean [95% t-interval] over seeds)",
                     "ΔL measured next to its first- and second-order Taylor predictions at the checkpoint, and for "
                     "RTN the uniform-rounding-noise prediction (1/24)Σ s_i² H_ii (SPEC §3.2); the certified radius "
                     "(randomized smoothing in weight space, SPEC §3.3) divided by ‖δ‖: below 1 the certificate "
@@ -630,7 +727,7 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
     >>> p = write_report(tempfile.mkdtemp(), _toy_results(), summarize(_toy_results()), meta={"name": "toy"})
     >>> print(p.read_text().splitlines()[4])
     Study **toy**: 6 unlearning runs (npo × 3 optimizers × 2 seeds), target forget_acc ≤ 0.1; wall time nan s. ...
-    >>> "<h2>npo: forget accuracy ↓ before/after attacks (mean ± 95% CI)</h2>" in (p.parent / "report.html").read_text()
+    >>> "<h2>npo: forget accuracy ↓ before/after attacks (estimate [95% interval] (per seed))</h2>" in (p.parent / "report.html").read_text()
     True
     """
     from optigrade._files import atomic_write_text
@@ -653,7 +750,7 @@ def print_summary(result, cfg, file=None) -> None:
     >>> res = NS(summary=summarize(_toy_results()), computed=["a", "b"], skipped=[], seconds=12.3,
     ...          capped=[], out=Path("runs/toy"))
     >>> print_summary(res, NS(model="tiny"))
-    **npo** — forget accuracy (↓ = more forgotten; mean ± 95% CI over seeds)
+    **npo** — forget accuracy (↓ = more forgotten; mean over seeds [95% bootstrap over facts × seeds]; ...)
     ...
     - For npo, every optimizer reached the forget target in every seed, so the rows compare matched forgetting.
     ...
@@ -738,9 +835,11 @@ def update_readme(run_dir, readme="README.md", check: bool = False) -> bool:
 
 
 # ----------------------------------------------------------------------------- doctest data
-def _toy_results() -> pd.DataFrame:
+def _toy_results(per_example: bool = True) -> pd.DataFrame:
     """Results of a toy study (doctests): npo, three optimizers (zo-sgd grade 0, a hybrid-family
-    "mix" grade 0.5, adam grade 1) × 2 seeds, attacks none and rtn4, forget and retain accuracy."""
+    "mix" grade 0.5, adam grade 1) × 2 seeds, attacks none and rtn4, forget and retain accuracy
+    on 20 facts each, with each fact's exact match (the first ⌊20·acc⌉ facts right) unless
+    ``per_example`` is False (a table written before the column)."""
     forget = {"zo-sgd": {"none": (0.0, 0.1), "rtn4": (0.0, 0.2)}, "mix": {"none": (0.1, 0.1), "rtn4": (0.2, 0.2)},
               "adam": {"none": (0.05, 0.15), "rtn4": (0.3, 0.5)}}
     opts = {"zo-sgd": (0.0, "zeroth-order", 60, 0.5), "mix": (0.5, "hybrid", 40, 0.8), "adam": (1.0, "first-order", 20, 0.9)}
@@ -753,6 +852,12 @@ def _toy_results() -> pd.DataFrame:
                            stop_reason="target", unlearn_seconds=1.0, attack=attack,
                            attack_kind="none" if attack == "none" else "quantize", data="all",
                            setting_bits=float("nan"))
-                rows += [{**run, "quantity": "forget_acc", "value": acc},
-                         {**run, "quantity": "retain_acc", "value": retain}]
-    return pd.DataFrame(rows)
+                rows += [{**run, "quantity": "forget_acc", "value": acc, "per_example": _bits(acc)},
+                         {**run, "quantity": "retain_acc", "value": retain, "per_example": _bits(retain)}]
+    df = pd.DataFrame(rows)
+    return df if per_example else df.drop(columns=["per_example"])
+
+
+def _bits(acc: float, n: int = 20) -> str:
+    k = round(acc * n)
+    return "1" * k + "0" * (n - k)
