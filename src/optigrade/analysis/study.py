@@ -25,15 +25,18 @@ Finished runs are skipped on ``resume`` when their stored config hash matches an
 file is intact (else they are recomputed).  At the end the
 per-run files are gathered into ``OUT/results.{parquet,csv}`` (one row per run × attack ×
 quantity in the one tidy schema of :mod:`optigrade._tables`: ``subject``, ``data``,
-``quantity``, ``value``, ..., every setting a column), ``OUT/summary.{parquet,csv}`` (mean and 95% t-interval over
-seeds) and the report ``OUT/report.{md,html}``.  ``OUT/study.json`` says whose the directory is
+``quantity``, ``value``, ..., every setting a column; the geometry stage's ``geo_*`` and the
+theory checks' ``theory_*`` rows among them), ``OUT/summary.{parquet,csv}`` (per group: the
+per-seed values and a 95% interval that respects the metric, :mod:`.intervals`), the explain
+stage's ``OUT/explain*.parquet`` (:mod:`.explain`) and the report ``OUT/report.{md,html}``.
+Controls (``controls:``, :mod:`.controls`) run after the optimizers they are built from.  ``OUT/study.json`` says whose the directory is
 and where its study stands: written first (status "running", once the config has passed every
 check), sealed last (status "complete", with the tables' sha256), so a killed study is never
 reported as finished (:mod:`._studydir`); one process at a time writes ``OUT`` (a lock).
 
 Deterministic per seed: data order, ZO directions (the optimizer's ``seed``), relearning and
 noise all derive from the run's seed through local generators; timings are the only
-non-reproducible columns (``unlearn_seconds``).
+non-reproducible columns (:data:`VOLATILE_COLUMNS`).
 """
 
 from __future__ import annotations
