@@ -17,7 +17,7 @@ NON_DEFAULT = {
     "retain_floor": 0.5, "utility_floor_retain": 0.8, "utility_max_ppl_ratio": None, "device": "cpu", "dtype": "bfloat16",
     "objective": "npo", "objective_kwargs": {"beta": 0.2},
     "optimizer": "zo-sgd", "lr": 3e-4, "steps": 17, "params": "mlp", "optimizer_kwargs": {"q": 2},
-    "seed": 5,
+    "seed": 5, "prefix_cache": True,
 }
 
 
@@ -29,7 +29,7 @@ def test_every_unlearning_field_is_settable_from_the_study_yaml():
     study.update(seeds=[v["seed"]],
                  objectives=[{"name": v["objective"], **v["objective_kwargs"]}],
                  optimizers=[{"name": v["optimizer"], "lr": v["lr"], "steps": v["steps"], "params": v["params"],
-                              "optimizer_kwargs": v["optimizer_kwargs"]}])
+                              "optimizer_kwargs": v["optimizer_kwargs"], "prefix_cache": v["prefix_cache"]}])
     cfg = StudyConfig(**study)
     run = cfg.unlearn_config(cfg.objectives[0], cfg.optimizers[0], cfg.seeds[0])
     for k, want in v.items():

@@ -466,7 +466,7 @@ class UnlearnConfig(Setup):
 
 #: UnlearnConfig field -> OptimizerSpec field, where the names differ
 _OPT_FIELDS = {"optimizer": "name", "lr": "lr", "steps": "steps", "params": "params",
-               "optimizer_kwargs": "optimizer_kwargs"}
+               "optimizer_kwargs": "optimizer_kwargs", "prefix_cache": "prefix_cache"}
 #: per-optimizer overrides of a Setup field (None: the study's value)
 _OVERRIDES = ("eval_every", "retain_floor", "batch_size")
 
@@ -492,6 +492,8 @@ class OptimizerSpec(Spec):
     eval_every: Optional[int] = F(None, "this optimizer's evaluation interval (null: the study's)", 5, ge=1)
     retain_floor: Optional[float] = F(None, "this optimizer's retain guard (null: the study's)", 0.75, ge=0, le=1)
     batch_size: Optional[int] = F(None, "this optimizer's batch size (null: the study's)", 16, ge=1)
+    prefix_cache: bool = F(False, "run this optimizer's loss evaluations from a cached frozen prefix (its params "
+                           "must sit in decoder layers >= 1 of a Llama model; same numbers, less time)", "true")
 
     @classmethod
     def from_dict(cls, d, i: int = 0) -> "OptimizerSpec":

@@ -185,7 +185,8 @@ def _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_befor
         raise ConfigError(f"optimizer {cfg.optimizer!r}: {e}") from None
     res = unlearn(model, objective, opt, bench, steps=cfg.steps, target=cfg.target, metric=cfg.metric,
                   eval_every=cfg.eval_every, batch_size=cfg.batch_size, seed=cfg.seed, params=params,
-                  retain_floor=cfg.retain_floor, final_eval=final_eval, progress=progress)
+                  retain_floor=cfg.retain_floor, final_eval=final_eval, progress=progress,
+                  prefix_cache=cfg.prefix_cache)
     res.metrics_before = before
     if before and (res.metrics or res.diverged):
         res.matched, res.match_reason, _ = match_status(res.stop_reason, res.metrics, before,
