@@ -100,3 +100,16 @@ def test_controls_flow_through_the_study(study, small_bench, small_model):
 def test_bad_controls_are_refused(control, match):
     with pytest.raises(ConfigError, match=match):
         StudyConfig(**small_study_dict(controls=[control]))
+
+
+def test_packaged_smollm2_controls_config_is_valid():
+    """configs/smollm2_controls.yaml (C1–C7 and the off-lattice exports on SmolLM2) parses and
+    validates without the model: every control names an optimizer entry, every label is distinct."""
+    from optigrade.analysis.config import load_config
+    from optigrade.demo import config_path
+
+    cfg = load_config(config_path("smollm2_controls.yaml"))
+    kinds = {c.kind for c in cfg.controls}
+    assert kinds == {"noise", "fo_noise", "scale"}
+    assert {o.name for o in cfg.optimizers} >= {"zo-sgd", "adam", "noisy-adam", "sgld", "fo-rs"}
+    assert {a.resolved().get("types") for a in cfg.attacks if a.kind == "gguf"} >= {"source", "Q4_0", "Q5_1", "Q8_0"}
