@@ -87,13 +87,9 @@ def render(s: dict, wall: float | None, command: str, note: str = "") -> str:
 
 
 def write(text: str, path: Path = ROOT / "benchmarks" / "RESULTS.md") -> None:
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if START in old and END in old:
-        i, j = old.index(START), old.index(END) + len(END)
-        new = old[:i] + text.rstrip("\n") + old[j:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
+    from _results import write_section  # benchmarks/_results.py (this script's directory is on sys.path)
+
+    write_section(text, path, START, END)
 
 
 def main(argv=None) -> int:

@@ -307,14 +307,9 @@ def report(info, zo, evals, probe, parts, args):
 
 
 def write(section: str, path: pathlib.Path):
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    from _results import write_section  # benchmarks/_results.py (this script's directory is on sys.path)
+
+    write_section(section, path, START, END)
 
 
 def main(argv=None):
