@@ -460,7 +460,7 @@ def _reference_rows(cfg: StudyConfig, base, bench: EvalBudget, progress: bool, e
         if cfg.geometry.theory:
             from .geometry import theory_rows
 
-            rows += [{**common, **_attack_columns(None), **r} for r in theory_rows(cfg.geometry, base, bench)]
+            rows += [{**common, **_attack_columns(None), **r} for r in theory_rows(cfg.geometry.resolved(cfg.attacks), base, bench)]
     df = _frame(rows)
     df["run_seconds"] = time.perf_counter() - t0
     return df
