@@ -151,17 +151,10 @@ def _row(quantity: str, value: float, unit: str = "", **extra) -> dict:
             "unit": unit, **extra}
 
 
-def _renamed(rows: List[dict], names: Mapping[str, str], keep: bool = False, **extra) -> List[dict]:
-    """Rows of a landscape frame with their quantity renamed by ``names`` (others dropped
-    unless ``keep``); ``extra`` columns added."""
-    out = []
-    for r in rows:
-        q = r.get("quantity")
-        if q in names:
-            out.append({**r, "quantity": names[q], **extra})
-        elif keep:
-            out.append({**r, **extra})
-    return out
+def _renamed(rows: List[dict], names: Mapping[str, str], **extra) -> List[dict]:
+    """The rows of a landscape frame whose quantity ``names`` renames (others dropped), with
+    ``extra`` columns added."""
+    return [{**r, "quantity": names[r["quantity"]], **extra} for r in rows if r.get("quantity") in names]
 
 
 def geometry_rows(spec, model, bench, *, base=None, attacked: Optional[Dict[str, object]] = None,
