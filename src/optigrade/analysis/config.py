@@ -39,7 +39,7 @@ from pydantic import BeforeValidator, field_validator, model_validator
 
 from .._validate import ConfigError
 from .attacks import AttackSpec, attack_spec, check_bits, check_group_size
-from ..unlearning.config import (SPLITS, F, ObjectiveSpec, OptimizerSpec, Setup, Spec, UnlearnConfig,
+from ..unlearning.config import (OPTIONAL_SPLITS, SPLITS, F, ObjectiveSpec, OptimizerSpec, Setup, Spec, UnlearnConfig,
                                  check_optimizer)
 
 __all__ = ["OptimizerSpec", "ObjectiveSpec", "DiagnosticsSpec", "GeometrySpec", "StudyConfig", "load_config",
@@ -300,10 +300,12 @@ class StudyConfig(Setup):
             raise ValueError(f"name must be a plain file name, got {v!r}; it names the default output directory "
                              "runs/<name> (choose where results go with --out), e.g. name: demo")
         if info.field_name == "eval_splits":
-            bad = [s for s in v if s not in SPLITS]
+            bad = [s for s in v if s not in SPLITS + OPTIONAL_SPLITS]
             if not v or bad or len(set(v)) != len(v):
                 why = f"unknown {bad}" if bad else "empty" if not v else "duplicates"
-                raise ValueError(f"eval_splits must list splits of {list(SPLITS)}, each once, got {v!r} ({why}); "
+                raise ValueError(f"eval_splits must list splits of {list(SPLITS + OPTIONAL_SPLITS)}, each once, got "
+                                 f"{v!r} ({why}; heldout needs a benchmark with a held-out split, e.g. "
+                                 "smollm2-facts with n_heldout); "
                                  "e.g. eval_splits: [forget, forget_para, retain, retain_para]")
             if "forget" not in v:
                 raise ValueError(f"eval_splits must include 'forget' (the forget accuracy every table reports), "

@@ -7,7 +7,8 @@ For every objective × optimizer × seed, :func:`run_study`
    (``"budget"``: reported, the run is then *not* at matched forgetting);
 2. evaluates it before any attack (attack ``"none"``) and after each attack
    (:mod:`analysis.attacks`; relearning with ``protocol="half"`` is measured on the held-out
-   half B of the forget entities, ``data="forget-half-B"``);
+   half B of the forget entities, ``data="forget-half-B"``; the half A it fine-tuned on is
+   scored too, ``data="forget-half-A"``, so a table can say whether A itself was relearned);
 3. computes the mechanism diagnostics (:mod:`analysis.diagnostics`) against the base model;
 4. writes the run's tidy rows atomically to ``OUT/runs/<run_id>.parquet``, after its update
    θ_u − θ₀ (:mod:`.deltas`: the unlearned values of the tensors that moved, with the base's
@@ -271,23 +272,27 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
     from tqdm.auto import tqdm
 
     rows = []
-    half_b = None
+    halves = {}  # relearn-half: fine-tuned on half A, measured on half B; A is scored too (was A itself relearned?)
     if any(a.kind == "relearn" and a.resolved()["protocol"] == "half" for a in cfg.attacks):
-        _, b = forget_halves(bench, seed)
-        half_b = bench.with_forget_groups(b)
+        a_groups, b_groups = forget_halves(bench, seed)
+        halves = {"forget-half-B": bench.with_forget_groups(b_groups),
+                  "forget-half-A": bench.with_forget_groups(a_groups)}
+    fsplits = [s for s in ("forget", "forget_para") if s in bench.splits]
     none = _subject(None, unlearned)
     m, pe = _scored(bench, model)
     rows += _metric_rows({**common, **_attack_columns(None)}, m, "all", none, pe)
-    if half_b is not None:
-        m, pe = _scored(half_b, model, splits=[s for s in ("forget", "forget_para") if s in bench.splits],
-                        general=False)
-        rows += _metric_rows({**common, **_attack_columns(None)}, m, "forget-half-B", none, pe)
+    for data, view in halves.items():
+        m, pe = _scored(view, model, splits=fsplits, general=False)
+        rows += _metric_rows({**common, **_attack_columns(None)}, m, data, none, pe)
     for a in tqdm(cfg.attacks, desc="attacks", disable=not progress, leave=False):
         attacked = apply_attack(a, model, bench, seed)
         half = a.kind == "relearn" and a.resolved()["protocol"] == "half"
-        m, pe = _scored(half_b if half else bench, attacked)
+        m, pe = _scored(halves["forget-half-B"] if half else bench, attacked)
         rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all",
                              _subject(a, unlearned), pe)
+        if half:
+            m, pe = _scored(halves["forget-half-A"], attacked, splits=fsplits, general=False)
+            rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-A", _subject(a, unlearned), pe)
         if keep is not None:
             from .geometry import kept_weights
 
@@ -505,6 +510,11 @@ def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):
     from optigrade.unlearning.run import build
 
     bench, base = build(cfg.setup(), progress, benchmark, base)  # ConfigError for a split too large, a missing package
+    missing = [s for s in cfg.eval_splits if s not in bench.splits]
+    if missing:
+        raise ConfigError(f"eval_splits names {missing}, which benchmark {cfg.benchmark!r} does not have (it has "
+                          f"{sorted(bench.splits)}); drop them, or give the benchmark a held-out split "
+                          "(smollm2-facts: benchmark_kwargs: {n_heldout: 64})")
     cfg.validate(model=base)
     return base, bench
 

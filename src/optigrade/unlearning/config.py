@@ -44,12 +44,14 @@ from .._select import check_pattern
 from .._validate import ConfigError
 
 __all__ = ["Spec", "Setup", "UnlearnConfig", "OptimizerSpec", "ObjectiveSpec", "format_errors",
-           "DEVICES", "DTYPES", "SPLITS", "METRICS"]
+           "DEVICES", "DTYPES", "SPLITS", "OPTIONAL_SPLITS", "METRICS"]
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 #: the evaluation splits every registered benchmark has, and the forget metrics a target can apply to
 SPLITS = ("forget", "forget_para", "retain", "retain_para")
+#: splits some benchmarks add (RealFacts ``n_heldout``: facts no objective trains on)
+OPTIONAL_SPLITS = ("heldout", "heldout_para")
 METRICS = ("forget_acc", "forget_para_acc")
 
 

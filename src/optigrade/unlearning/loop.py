@@ -53,7 +53,7 @@ from .objectives import Objective, Reference
 __all__ = ["unlearn", "UnlearnResult", "RunDiverged", "match_status", "MATCH_REASONS"]
 
 #: why a run is or is not at matched forgetting (:func:`match_status`)
-MATCH_REASONS = ("target", "not-reached", "retain-floor", "ppl-floor", "diverged", "retain-guard")
+MATCH_REASONS = ("target", "not-reached", "retain-floor", "heldout-floor", "ppl-floor", "diverged", "retain-guard")
 
 
 class RunDiverged(RuntimeError):
@@ -164,12 +164,14 @@ def match_status(stop_reason: str, metrics: Dict[str, float], base: Dict[str, fl
     stayed above the floors, relative to the base (unlearning's starting) model:
 
     * ``retain_acc >= utility_floor_retain × base retain_acc``
+    * ``heldout_acc >= utility_floor_retain × base heldout_acc`` when the benchmark has a
+      held-out split (facts no objective trains on: utility measured out of sample)
     * ``general_ppl <= utility_max_ppl_ratio × base general_ppl`` (a NaN perplexity fails)
 
     A floor that is None, or whose metric is missing from ``metrics`` or ``base``, is not
     applied.  ``reason`` is one of :data:`MATCH_REASONS`: ``"target"`` (matched),
     ``"not-reached"`` (step cap), ``"diverged"``, ``"retain-guard"``, ``"retain-floor"``,
-    ``"ppl-floor"``; ``detail`` says it in a few words for tables.
+    ``"heldout-floor"``, ``"ppl-floor"``; ``detail`` says it in a few words for tables.
 
     >>> base = {"retain_acc": 1.0, "general_ppl": 4.8}
     >>> match_status("target", {"retain_acc": 0.9, "general_ppl": 7.0}, base)
@@ -180,6 +182,8 @@ def match_status(stop_reason: str, metrics: Dict[str, float], base: Dict[str, fl
     (False, 'ppl-floor', 'ppl 6.2× base')
     >>> match_status("target", {"retain_acc": 0.9, "general_ppl": 30.0}, base, utility_max_ppl_ratio=None)
     (True, 'target', '')
+    >>> match_status("target", {"retain_acc": 0.9, "heldout_acc": 0.3}, {**base, "heldout_acc": 0.9})
+    (False, 'heldout-floor', 'held-out 0.30 < 0.5 × 0.90')
     >>> match_status("budget", {}, base)[1:], match_status("diverged", {}, base)[1:]
     (('not-reached', 'step cap'), ('diverged', 'diverged'))
     """
@@ -191,6 +195,10 @@ def match_status(stop_reason: str, metrics: Dict[str, float], base: Dict[str, fl
     if utility_floor_retain is not None and r is not None and r0 is not None and r0 == r0:
         if not r >= utility_floor_retain * r0:
             return False, "retain-floor", f"retain {r:.2f} < {utility_floor_retain:g} × {r0:.2f}"
+    h, h0 = metrics.get("heldout_acc"), base.get("heldout_acc")
+    if utility_floor_retain is not None and h is not None and h0 is not None and h0 == h0:
+        if not h >= utility_floor_retain * h0:
+            return False, "heldout-floor", f"held-out {h:.2f} < {utility_floor_retain:g} × {h0:.2f}"
     q, q0 = metrics.get("general_ppl"), base.get("general_ppl")
     if utility_max_ppl_ratio is not None and q is not None and q0 is not None and q0 == q0 and q0 > 0:
         if not q <= utility_max_ppl_ratio * q0:

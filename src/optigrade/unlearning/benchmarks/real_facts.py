@@ -35,6 +35,10 @@ from .base import BENCHMARKS, QA, Benchmark, answer_stats
 __all__ = ["RealFacts", "TooFewFactsError", "check_reply"]
 
 
+#: ``general_test`` choices: which sentences measure general-text perplexity.
+GENERAL_TEST = ("half", "heldout")
+
+
 class TooFewFactsError(ValueError):
     """Fewer verified facts than the requested forget/retain split needs (a ``ValueError``, so a
     config layer reports it like any bad setting).
@@ -164,6 +168,12 @@ class RealFacts(Benchmark):
         forget_topics: restrict the forget set to these topics (e.g. ``["capitals"]``).
         seed: split randomness (a local ``random.Random``).
         min_retain: refuse splits leaving fewer retain facts.
+        n_heldout: also a ``heldout`` (and ``heldout_para``) split of this many verified facts that
+            are in neither forget nor retain, so no objective trains on them: utility measured out
+            of sample (taken after the retain facts, so ``retain`` is the same with or without it).
+        general_test: ``"half"`` (perplexity on the second half of the 32 packaged sentences, the
+            first half trains) or ``"heldout"`` (on the 256 sentences of
+            ``data/general_heldout.json``, written apart and never trained on; all 32 may train).
         per_topic: use only the first ``per_topic`` facts of each topic (verification costs about
             one greedy generation per fact: ≈ 1 s each on a free 2-core CPU, more when shared).
         facts_data: ``{"facts": [...]}`` to use instead of the packaged file.
@@ -200,8 +210,13 @@ class RealFacts(Benchmark):
     def __init__(self, model=None, tokenizer=None, forget_fraction: float = 0.1, n_forget: Optional[int] = None,
                  n_retain: Optional[int] = None, forget_topics: Optional[Sequence[str]] = None, seed: int = 0,
                  min_retain: int = 8, per_topic: Optional[int] = None, facts_data: Optional[dict] = None,
-                 progress: bool = False) -> None:
+                 n_heldout: Optional[int] = None, general_test: str = "half", progress: bool = False) -> None:
         super().__init__()
+        if n_heldout is not None and (not isinstance(n_heldout, int) or isinstance(n_heldout, bool) or n_heldout < 1):
+            raise ValueError(f"n_heldout must be a positive integer (held-out utility facts), got {n_heldout!r}; "
+                             "or leave it None for no held-out split")
+        if general_test not in GENERAL_TEST:
+            raise ValueError(f"general_test must be one of {list(GENERAL_TEST)}, got {general_test!r}")
         if n_forget is None and not (0.0 < float(forget_fraction) < 1.0):
             raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction!r}; or pass n_forget=16")
         if n_forget is not None and (not isinstance(n_forget, int) or n_forget < 1):
@@ -242,19 +257,37 @@ class RealFacts(Benchmark):
                 f"n_forget / forget_fraction, or add facts the model knows to data/real_facts.json")
         rng = random.Random(f"optigrade-realfacts-{seed}")
         forget_ids = set(f["id"] for f in rng.sample(pool, k))
-        retain = [f for f in verified if f["id"] not in forget_ids]
-        if n_retain is not None:
-            retain = retain[:n_retain]
+        rest = [f for f in verified if f["id"] not in forget_ids]
+        heldout: List[dict] = []
+        if n_heldout is not None:  # the held-out facts come after the retain facts (so retain is unchanged)
+            n_r = len(rest) - n_heldout if n_retain is None else n_retain
+            if (n_retain is None and n_r < min_retain) or n_r + n_heldout > len(rest):
+                raise TooFewFactsError(
+                    f"{len(verified)} facts verified, {k} to forget: {len(rest)} left for retain "
+                    f"({n_retain if n_retain is not None else 'all'}, at least {min_retain}) and n_heldout={n_heldout}; "
+                    f"lower n_heldout / n_retain / n_forget")
+            heldout = rest[n_r : n_r + n_heldout]
+            rest = rest[:n_r]
+        retain = rest if n_retain is None else rest[:n_retain]
         forget = [f for f in verified if f["id"] in forget_ids]
         self.splits = {"forget": self._qa(forget, False), "retain": self._qa(retain, False),
                        "forget_para": self._qa(forget, True), "retain_para": self._qa(retain, True)}
+        if heldout:  # utility measured out of sample: facts no objective ever trains on
+            self.splits.update({"heldout": self._qa(heldout, False), "heldout_para": self._qa(heldout, True)})
         sentences = json.loads(_data("general_text.json"))["sentences"]
-        self.general = {"train": sentences[: len(sentences) // 2], "test": sentences[len(sentences) // 2 :]}
+        if general_test == "half":
+            self.general = {"train": sentences[: len(sentences) // 2], "test": sentences[len(sentences) // 2 :]}
+        else:  # every packaged sentence may train; perplexity on sentences written apart and never trained on
+            self.general = {"train": list(sentences), "test": json.loads(_data("general_heldout.json"))["sentences"]}
         self._settings = {"n_facts": len(facts), "n_verified": len(verified), "seed": seed,
                           "n_forget_requested": n_forget, "forget_fraction": forget_fraction,
                           "forget_topics": list(forget_topics) if forget_topics else None, "per_topic": per_topic,
                           "para_verified": sum(f["para_ok"] for f in verified), "data_hash": self.data_hash,
                           "topics": topics}
+        if n_heldout is not None:  # only when used: older studies keep their fingerprint
+            self._settings.update(n_heldout=n_heldout, heldout_verified=len(heldout))
+        if general_test != "half":
+            self._settings.update(general_test=general_test, n_general_test=len(self.general["test"]))
 
     # -------------------------------------------------------------- format
     def _use_bos(self) -> bool:  # the chat template already starts with <|im_start|>
