@@ -17,7 +17,8 @@ from .conftest import small_study_dict
 CONTROLS = [{"kind": "noise", "label": "noise-like-sgd", "match": "sgd"},
             {"kind": "fo_noise", "label": "adam+noise", "source": "adam", "match": "sgd"},
             {"kind": "fo_noise", "label": "adam+halfstep", "source": "adam", "sigma_half_steps": 0.5},
-            {"kind": "scale", "label": "adam x3", "source": "adam", "scale": 3.0}]
+            {"kind": "scale", "label": "adam x3", "source": "adam", "scale": 3.0},
+            {"kind": "scale", "label": "adam-matched", "source": "adam", "match": "sgd"}]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,12 @@ def test_controls_reproduce_their_definitions(study, small_model):
     for n, p0 in base.named_parameters():
         d = pa[n].double() - p0.double()
         assert torch.allclose(c4[n].double() - p0.double(), 3 * d, atol=1e-6)
+    # C4 matched: Adam's direction moved exactly as far as the SGD run (global ‖Δ‖)
+    m = update_norms_per_tensor(base, _theta(out, "graddiff__adam-matched__s0", base))
+    total = lambda d: sum(v * v for v in d.values()) ** 0.5  # noqa: E731
+    assert total(m) == pytest.approx(total(want), rel=1e-5)
+    a = update_norms_per_tensor(base, adam)
+    assert {n: v / a[n] for n, v in m.items()} == pytest.approx({n: total(want) / total(a) for n in a}, rel=1e-4)
 
 
 def test_half_step_noise_has_the_stated_std(small_model):
@@ -83,6 +90,14 @@ def test_controls_flow_through_the_study(study, small_bench, small_model):
         acc = c[(c["quantity"] == "forget_acc") & (c["subject"] == "unlearned") & (c["data"] == "all")]["value"]
         assert bool(c["reached_target"].iloc[0]) == bool(acc.iloc[0] <= cfg.target)
         assert c["match_reason"].iloc[0] in ("target", "not-reached", "ppl-floor", "retain-floor")
+    # the report puts every grade and control side by side, with displacement in half-steps
+    from optigrade.analysis.report import grade_or_magnitude_table
+
+    t = grade_or_magnitude_table(res.summary, "graddiff")
+    assert list(t["optimizer"])[-len(CONTROLS):] == sorted(c["label"] for c in CONTROLS)
+    assert {"‖Δ‖", "half-steps rtn4", "forget none", "forget rtn4", "matched"} <= set(t.columns)
+    assert t["kind"].iloc[-1] == "control" and "(grade 1)" in t.loc[t["optimizer"] == "adam", "kind"].iloc[0]
+    assert "grade or magnitude?" in (out / "report.md").read_text()
     # deterministic: the same study again gives the same control weights
     again = run_study(cfg, out, resume=True, progress=False, base=small_model, benchmark=small_bench)
     assert "graddiff__adam_x3__s0" in again.skipped
@@ -92,6 +107,7 @@ def test_controls_flow_through_the_study(study, small_bench, small_model):
     ({"kind": "noise", "label": "n", "match": "nope"}, "match 'nope' names no optimizer entry"),
     ({"kind": "scale", "label": "adam", "source": "adam", "scale": 2}, "already used"),
     ({"kind": "scale", "label": "s", "source": "adam"}, "scale is missing"),
+    ({"kind": "scale", "label": "s", "source": "adam", "scale": 2, "match": "sgd"}, "scale or match, not both"),
     ({"kind": "noise", "label": "n"}, "give exactly one of match"),
     ({"kind": "noise", "label": "n", "match": "adam", "norm": 1.0}, "give exactly one of match"),
     ({"kind": "fo_noise", "label": "n", "norm": 1.0}, "source is missing"),

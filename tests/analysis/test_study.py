@@ -46,6 +46,16 @@ def test_study_tables_and_determinism(tmp_path, small_bench, small_model):
                & (summ["data"] == "all")].iloc[0]
     assert row["n"] == 2 and row["ci95_low"] <= row["mean"] <= row["ci95_high"]
     assert "diag_bin_crossing" in set(res["quantity"])
+    # relearn-half: measured on half B, and on the half A it fine-tuned on (was A itself relearned?)
+    half = res[(res["attack"] == "rl-half") & (res["quantity"] == "forget_acc")]
+    assert set(half["data"]) == {"forget-half-A", "forget-half-B"}
+    none = res[(res["attack"] == "none") & (res["quantity"] == "forget_acc")]
+    assert {"all", "forget-half-A", "forget-half-B"} <= set(none["data"])
+    per = none[none["data"] == "forget-half-A"].iloc[0]["per_example"]
+    n_a = len(per)
+    per_b = none[none["data"] == "forget-half-B"].iloc[0]["per_example"]
+    per_all = none[none["data"] == "all"].iloc[0]["per_example"]
+    assert n_a + len(per_b) == len(per_all)  # the halves partition the forget facts
 
 
 def test_capped_run_is_reported(tmp_path, bench, tiny_model, capsys):

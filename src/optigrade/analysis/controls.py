@@ -15,7 +15,8 @@ noise        C1 — θ₀ + n: Gaussian noise on the tensors the ``match`` run m
 fo_noise     C2 / C7 — θ_src + n: the ``source`` run's checkpoint plus noise sized as above
              (``match``: the ZO run's ‖Δ_t‖ — C2; ``sigma_half_steps`` ∈ {¼, ½, 1} — C7, whose
              expectation over noise draws is the mean over the study's seeds)
-scale        C4 — θ₀ + c·(θ_src − θ₀), c = ``scale`` (the magnitude ladder)
+scale        C4 — θ₀ + c·(θ_src − θ₀), c = ``scale`` (the magnitude ladder), or with ``match``
+             c = ‖Δ_match‖ / ‖Δ_src‖: the source's direction moved as far as the match run
 ===========  ==================================================================================
 
 C3 (FO + noise during training: ``sgld`` / ``noisy-adam``), C5 (FO-RS / SAM against FO + noise
@@ -53,14 +54,15 @@ class ControlSpec(Spec):
     >>> ControlSpec(kind="scale", label="adam x10", source="adam")
     Traceback (most recent call last):
     ...
-    optigrade._validate.ConfigError: control 'adam x10' (kind scale): scale is missing; give the factor c of θ₀ + c·(θ_src − θ₀), e.g. scale: 10
+    optigrade._validate.ConfigError: control 'adam x10' (kind scale): scale is missing; give the factor c of θ₀ + c·(θ_src − θ₀), e.g. scale: 10, or match: an optimizer label (c = ‖Δ_match‖ / ‖Δ_src‖: the source's direction at the match run's displacement)
     """
 
     kind: Literal["noise", "fo_noise", "scale"] = F(..., "noise (C1) | fo_noise (C2, C7) | scale (C4)", "noise")
     label: str = F(..., "the control's name in tables (distinct from every optimizer label)", "noise-like-zo")
     source: Optional[str] = F(None, "fo_noise / scale: the optimizer entry (label) whose checkpoint it starts from",
                               "adam")
-    match: Optional[str] = F(None, "noise / fo_noise: the optimizer entry whose update norms the noise matches",
+    match: Optional[str] = F(None, "noise / fo_noise: the optimizer entry whose update norms the noise matches; "
+                             "scale: the one whose ‖Δ‖ the scaled update matches",
                              "zo-sgd")
     norm: Optional[float] = F(None, "noise / fo_noise: an explicit ‖n‖ (instead of match)", 10.0, gt=0)
     sigma_half_steps: Optional[float] = F(None, "noise / fo_noise: per-weight std in half quantization steps", 0.5,
@@ -86,13 +88,16 @@ class ControlSpec(Spec):
         if self.kind == "noise" and self.source:
             raise ValueError(f"{where}: a noise control starts from θ₀; remove source (or use kind fo_noise)")
         if self.kind == "scale":
-            if self.scale is None:
+            if (self.scale is None) == (self.match is None):
                 raise ValueError(f"{where}: scale is missing; give the factor c of θ₀ + c·(θ_src − θ₀), e.g. "
-                                 "scale: 10")
-            if not math.isfinite(self.scale):
+                                 "scale: 10, or match: an optimizer label (c = ‖Δ_match‖ / ‖Δ_src‖: the source's "
+                                 "direction at the match run's displacement)" if self.scale is None else
+                                 f"{where}: give scale or match, not both")
+            if self.scale is not None and not math.isfinite(self.scale):
                 raise ValueError(f"{where}: scale must be finite, got {self.scale}")
-            if sizes:
-                raise ValueError(f"{where}: {', '.join(sizes)} belong to the noise kinds; remove them")
+            extra = [k for k in ("norm", "sigma_half_steps") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{where}: {', '.join(extra)} belong to the noise kinds; remove them")
         return self
 
     @property
@@ -165,6 +170,11 @@ def build_control(spec: ControlSpec, base, seed: int, *, source=None, match_norm
     >>> c4, _ = build_control(ControlSpec(kind="scale", label="x3", source="m", scale=3), net, 0, source=moved)
     >>> torch.allclose(c4[0].weight - net[0].weight, 3 * (moved[0].weight - net[0].weight))
     True
+    >>> far = {"0.weight": 5 * norms["0.weight"]}                       # C4 matched: c = ‖Δ_match‖ / ‖Δ_src‖
+    >>> c4m, info = build_control(ControlSpec(kind="scale", label="xm", source="m", match="z"), net, 0,
+    ...                           source=moved, match_norms=far)
+    >>> round(info["ctrl_scale"], 6), round(update_norms_per_tensor(net, c4m)["0.weight"] / norms["0.weight"], 6)
+    (5.0, 5.0)
     """
     from .._select import matcher
 
@@ -176,11 +186,20 @@ def build_control(spec: ControlSpec, base, seed: int, *, source=None, match_norm
     pb = dict(base.named_parameters())
     info: Dict[str, float] = {}
     if spec.kind == "scale":
+        c = spec.scale
+        if c is None:  # match: the source's direction at the match run's global displacement
+            if match_norms is None:
+                raise ValueError(f"control {spec.label!r}: match_norms (the match run's update norms) are needed")
+            src = update_norms_per_tensor(base, start)
+            if not src:
+                raise ValueError(f"control {spec.label!r}: the source run {spec.source!r} moved no weight; nothing "
+                                 "to scale")
+            c = math.sqrt(sum(v * v for v in match_norms.values())) / math.sqrt(sum(v * v for v in src.values()))
         for n, p in named.items():
             if not torch.equal(p, pb[n]):
                 d = p.detach().double() - pb[n].detach().double()
-                p.copy_((pb[n].detach().double() + spec.scale * d).to(p.dtype))
-        info["ctrl_scale"] = float(spec.scale)
+                p.copy_((pb[n].detach().double() + c * d).to(p.dtype))
+        info["ctrl_scale"] = float(c)
         return model, info
     # ---------------------------------------------------------------- noise kinds
     gen = torch.Generator().manual_seed(noise_seed(spec.label, seed))

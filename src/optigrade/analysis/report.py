@@ -146,7 +146,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 #: how a table names several runs that missed matched forgetting for the same reason
-_WHY = {"ppl-floor": "ppl over the floor", "retain-floor": "retain under the floor", "not-reached": "step cap",
+_WHY = {"ppl-floor": "ppl over the floor", "retain-floor": "retain under the floor",
+        "heldout-floor": "held-out facts under the floor", "not-reached": "step cap",
         "diverged": "diverged", "retain-guard": "retain guard"}
 
 
@@ -291,7 +292,7 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
             n = int(first["n_runs"]) if "n_runs" in first and first["n_runs"] == first["n_runs"] else int(first["n"])
             row["steps"] = f"{first['steps_mean']:.0f}" + (f" ({cap}/{n} not matched{why})" if cap else "")
         for a in attacks:
-            for split, col in (("all", a), ("forget-half-B", f"{a} (B)")):
+            for split, col in (("all", a), ("forget-half-B", f"{a} (B)"), ("forget-half-A", f"{a} (A)")):
                 x = so[(so["attack"] == a) & (so["data"] == split)]
                 if len(x):
                     row[col] = _cell(x, digits)
@@ -299,6 +300,136 @@ def headline_table(summary: pd.DataFrame, objective: str, metric: str = "forget_
     t = pd.DataFrame(rows, columns=None if rows else ["optimizer", "grade", "steps"])
     cols = ["optimizer", "grade", "steps"] + [c for c in t.columns if c not in ("optimizer", "grade", "steps")]
     return t[cols]
+
+
+def _per_seed(r) -> List[float]:
+    ps = r.get("per_seed", "")
+    return [float(v) for v in ps.split("/")] if isinstance(ps, str) and ps else []
+
+
+def _fraction(after: float, unl: float, orig: float) -> float:
+    """(after − unl) / (orig − unl): the share of what unlearning removed that came back; NaN
+    when unlearning removed nothing (orig ≤ unl)."""
+    return (after - unl) / (orig - unl) if orig - unl > 1e-12 else float("nan")
+
+
+def relearn_half_table(summary: pd.DataFrame, objective: str, metric: str = "forget_acc",
+                       digits: int = 2) -> pd.DataFrame:
+    """The relearn-half protocol (Deeb & Roger 2024; SCIENCE.md §5), one row per optimizer and
+    relearn-half attack: ``metric`` on half B (never fine-tuned on) before and after relearning
+    on half A, the **recovery fraction** (acc_B,after − acc_B,unl) / (acc_B,orig − acc_B,unl)
+    with the original model's half-B value as acc_B,orig, and the same for half A itself ("was A
+    relearned?": a recovery of B means little when A did not come back either).  Fractions are
+    of the estimates (per seed in parentheses, from the per-seed values; each seed splits the
+    forget facts into its own halves).  "not testable here": unlearning removed nothing on that
+    half.  Empty when no run has half-A rows (studies before half A was scored).
+
+    >>> df = _toy_results()
+    >>> half = df[(df["attack"] == "rtn4")].assign(attack="relearn-half", data="forget-half-B")
+    >>> half_a = half.assign(data="forget-half-A", value=0.9).drop(columns="per_example")
+    >>> none_b = df[df["attack"] == "none"].assign(data="forget-half-B")
+    >>> none_a = none_b.assign(data="forget-half-A")
+    >>> orig = none_b.iloc[:1].assign(optimizer="original", run_id="reference", value=1.0, grade=float("nan"),
+    ...                               per_example="1111111111")
+    >>> t = relearn_half_table(summarize(pd.concat([df, half, half_a, none_b, none_a, orig])), "npo")
+    >>> t[["optimizer", "B recovered", "A relearned"]].iloc[-1].to_dict()      # adam: B 0.10 -> 0.40 of 1.0
+    {'optimizer': 'adam', 'B recovered': '0.33 (0.26/0.41)', 'A relearned': '0.89 (0.89/0.88)'}
+    """
+    summary = _tidy(summary)
+    s = summary[(summary["quantity"] == metric)]
+    s = s[(s["objective"] == objective) | (s["optimizer"] == "original")]
+    attacks = [a for a in dict.fromkeys(s.loc[s["data"] == "forget-half-A", "attack"]) if a != "none"]
+    orig_rows = s[(s["optimizer"] == "original") & (s["attack"] == "none")]
+    orig = {d: float(orig_rows.loc[orig_rows["data"] == d, "estimate"].iloc[0])
+            for d in ("forget-half-A", "forget-half-B") if (orig_rows["data"] == d).any()}
+    f = lambda v: "–" if v != v else f"{v:.{digits}f}"  # noqa: E731
+    rows = []
+    for opt in _order(s):
+        if opt == "original":
+            continue
+        so = s[s["optimizer"] == opt]
+        for a in attacks:
+            row = {"optimizer": opt, "grade": "" if so["grade"].iloc[0] != so["grade"].iloc[0]
+                   else f"{so['grade'].iloc[0]:g}", "attack": a}
+            for half in ("B", "A"):
+                d = f"forget-half-{half}"
+                unl, aft = so[(so["attack"] == "none") & (so["data"] == d)], so[(so["attack"] == a) & (so["data"] == d)]
+                if unl.empty or aft.empty:
+                    continue
+                row[f"{half} unlearned"], row[f"{half} after relearn"] = _cell(unl, digits), _cell(aft, digits)
+                o = orig.get(d, orig.get("forget-half-B", float("nan")))
+                frac = _fraction(float(aft["estimate"].iloc[0]), float(unl["estimate"].iloc[0]), o)
+                ps = [_fraction(x, u, o) for x, u in zip(_per_seed(aft.iloc[0]), _per_seed(unl.iloc[0]))]
+                cell = "not testable here (nothing forgotten)" if frac != frac else f(frac)
+                if frac == frac and len(ps) > 1:
+                    cell += " (" + "/".join(f(v) for v in ps) + ")"
+                row[f"{half} recovered" if half == "B" else "A relearned"] = cell
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grade_or_magnitude_table(summary: pd.DataFrame, objective: str, digits: int = 2) -> pd.DataFrame:
+    """Grade or magnitude? (SCIENCE.md §3): every grade and every control of a study in one
+    table, each with what a referee needs to compare it: its family and grade, how many of its
+    runs are at matched forgetting *and* matched utility, its displacement (‖Δ‖ and the mean
+    per-weight move in half-steps of each quantizer's grid: below 1 a weight cannot leave its
+    bin), forget accuracy before and after every attack (relearn-half on half B), the held-out
+    utility (facts never trained on, when the benchmark has them), and general perplexity.
+    Rows: grades by grade, then the controls.  Cells as everywhere (:func:`_fmt`).
+
+    >>> t = grade_or_magnitude_table(summarize(_toy_results()), "npo")
+    >>> list(t.columns), list(t["optimizer"])
+    (['optimizer', 'kind', 'matched', 'forget none', 'forget rtn4'], ['zo-sgd', 'mix', 'adam'])
+    >>> t["matched"].tolist()
+    ['2/2', '2/2', '2/2']
+    """
+    summary = _tidy(summary)
+    s = summary[summary["objective"] == objective]
+    if s.empty:
+        return pd.DataFrame()
+    fam = s["family"] if "family" in s else pd.Series("", index=s.index)
+    ctrl = fam.isin(("control", "first-order+noise"))
+    order = [o for o in _order(s[~ctrl])] + [o for o in _order(s[ctrl])]
+    w = s[s["data"] == "weights"]
+    qz = w["setting_quantizer"] if "setting_quantizer" in w else pd.Series(None, index=w.index, dtype=object)
+    steps = w[w["quantity"] == "diag_half_steps_mean"].assign(_q=qz)
+    tags = []
+    for qn, b in steps[["_q", "setting_bits"]].drop_duplicates().itertuples(index=False):
+        tags.append(("gguf" if qn == "gguf" else f"rtn{int(b)}" if b == b else "?", qn, b))
+    attacks = [a for a in dict.fromkeys(s.loc[(s["quantity"] == "forget_acc") & (s["data"] != "weights"), "attack"])]
+    rows = []
+    for opt in order:
+        so = s[s["optimizer"] == opt]
+        first = so.iloc[0]
+        f = first.get("family", "")
+        g = first["grade"]
+        row = {"optimizer": opt, "kind": (f if isinstance(f, str) and f else "") + ("" if g != g else f" (grade {g:g})")}
+        row["kind"] = row["kind"].strip()
+        n = int(first["n_runs"]) if "n_runs" in first and first["n_runs"] == first["n_runs"] else int(first["n"])
+        cap = int(first["n_capped"]) if "n_capped" in first and first["n_capped"] == first["n_capped"] else 0
+        why = first.get("unmatched", "")
+        row["matched"] = f"{n - cap}/{n}" + (f" ({why})" if cap and isinstance(why, str) and why else "")
+        x = so[(so["quantity"] == "diag_update_norm") & (so["data"] == "weights")]
+        if "setting_bits" in x:
+            x = x[x["setting_bits"].isna()] if x["setting_bits"].isna().any() else x
+        if len(x):
+            row["‖Δ‖"] = _cell(x, digits)
+        for tag, qn, b in tags:
+            x = steps[(steps["optimizer"] == opt) & (steps["_q"] == qn)]
+            x = x[x["setting_bits"] == b] if b == b else x
+            if len(x):
+                row[f"half-steps {tag}"] = _cell(x, digits)
+        for a in attacks:
+            for split, col in (("all", f"forget {a}"), ("forget-half-B", f"forget {a} (B)")):
+                x = so[(so["attack"] == a) & (so["quantity"] == "forget_acc") & (so["data"] == split)]
+                if len(x):
+                    row[col] = _cell(x, digits)
+        for q, col in (("heldout_acc", "held-out acc"), ("general_ppl", "general ppl")):
+            x = so[(so["attack"] == "none") & (so["quantity"] == q) & (so["data"] == "all")]
+            if len(x):
+                row[col] = _cell(x, digits)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def diagnostics_table(summary: pd.DataFrame, objective: str, digits: int = 3) -> pd.DataFrame:
@@ -641,6 +772,21 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
             sections.append(_Section(f"{o}: {label} before/after attacks (estimate [95% interval] (per seed))",
                                      INTERVAL_NOTE if metric == "forget_acc" else "",
                                      headline_table(summary, o, metric)))
+        if "family" in summary and summary["family"].isin(("control", "first-order+noise")).any():
+            sections.append(_Section(
+                f"{o}: grade or magnitude? every grade and control side by side",
+                "Controls (SCIENCE.md §3) are built from θ₀ and other runs' updates and go through the same attacks; "
+                "'matched' counts the runs at matched forgetting and matched utility (only those are compared). "
+                "half-steps: mean |θ_u − θ₀| of the moved weights in units of half that quantizer's step (below 1 "
+                "a weight cannot change level). If a control of the same displacement survives as well as a grade, "
+                "displacement, not grade, explains the survival.", grade_or_magnitude_table(summary, o)))
+        rh = relearn_half_table(summary, o)
+        if not rh.empty:
+            sections.append(_Section(
+                f"{o}: relearn-half (fine-tune on half A of the forget facts, measure half B; forget accuracy)",
+                "Recovery fraction (acc_B,after − acc_B,unl) / (acc_B,orig − acc_B,unl), Deeb & Roger 2024; 'A "
+                "relearned' is the same fraction on the half that was fine-tuned on (if A did not come back, B's "
+                "recovery says little). Each seed draws its own halves.", rh))
         d = diagnostics_table(summary, o)
         if not d.empty:
             sections.append(_Section(
