@@ -287,6 +287,12 @@ def timing(reps: int, on_row=None):
 
 
 def save_results(res: dict, path: Path = RESULTS_JSON) -> None:
+    """Write ``res`` atomically, keeping the controls studies' entries (``"controls"``, written by
+    bench_smollm2_controls.py) that the file already holds."""
+    if path.exists() and "controls" not in res:
+        old = json.loads(path.read_text())
+        if "controls" in old:
+            res = {**res, "controls": old["controls"]}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(res, indent=1) + "\n")
     tmp.replace(path)

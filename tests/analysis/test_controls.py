@@ -97,7 +97,14 @@ def test_controls_flow_through_the_study(study, small_bench, small_model):
     assert list(t["optimizer"])[-len(CONTROLS):] == sorted(c["label"] for c in CONTROLS)
     assert {"‖Δ‖", "half-steps rtn4", "forget none", "forget rtn4", "matched"} <= set(t.columns)
     assert t["kind"].iloc[-1] == "control" and "(grade 1)" in t.loc[t["optimizer"] == "adam", "kind"].iloc[0]
-    assert "grade or magnitude?" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "grade or magnitude?" in report and "grade or magnitude? the reading" in report
+    from optigrade.analysis.magnitude import VERDICTS, control_kinds, magnitude_verdicts
+
+    kinds = control_kinds(r)
+    assert kinds["adam+noise"] == ("fo_noise", "adam", "sgd") and kinds["adam x3"] == ("scale", "adam", "")
+    v = magnitude_verdicts(res.summary, kinds, "graddiff", target=cfg.target)
+    assert set(v["control"]) == set(kinds) and set(v["verdict"]) <= set(VERDICTS)
     # deterministic: the same study again gives the same control weights
     again = run_study(cfg, out, resume=True, progress=False, base=small_model, benchmark=small_bench)
     assert "graddiff__adam_x3__s0" in again.skipped
@@ -118,13 +125,29 @@ def test_bad_controls_are_refused(control, match):
         StudyConfig(**small_study_dict(controls=[control]))
 
 
-def test_packaged_smollm2_controls_config_is_valid():
-    """configs/smollm2_controls.yaml (C1–C7 and the off-lattice exports on SmolLM2) parses and
+@pytest.mark.parametrize("name", ["smollm2_controls.yaml", "smollm2_controls_quick.yaml"])
+def test_packaged_smollm2_controls_configs_are_valid(name):
+    """The budgeted controls studies parse and validate without the model: C1, C2 and the matched
+    C4 next to ZO and Adam on the same weights, utility out of sample, the lattice export and an
+    off-lattice one."""
+    from optigrade.analysis.config import load_config
+    from optigrade.demo import config_path
+
+    cfg = load_config(config_path(name))
+    assert {(c.kind, c.match) for c in cfg.controls} >= {("noise", "zo-sgd"), ("fo_noise", "zo-sgd"), ("scale", "zo-sgd")}
+    assert len({o.params for o in cfg.optimizers}) == 1 and "heldout" in cfg.eval_splits
+    assert cfg.benchmark_kwargs["n_heldout"] >= 64 and cfg.benchmark_kwargs["general_test"] == "heldout"
+    assert {a.resolved().get("types") for a in cfg.attacks if a.kind == "gguf"} >= {"source", "Q8_0"}
+    assert any(a.kind == "relearn" and a.resolved()["protocol"] == "half" for a in cfg.attacks)
+
+
+def test_packaged_smollm2_extended_controls_config_is_valid():
+    """smollm2_controls_extended.yaml (C1–C7 and the off-lattice exports on SmolLM2) parses and
     validates without the model: every control names an optimizer entry, every label is distinct."""
     from optigrade.analysis.config import load_config
     from optigrade.demo import config_path
 
-    cfg = load_config(config_path("smollm2_controls.yaml"))
+    cfg = load_config(config_path("smollm2_controls_extended.yaml"))
     kinds = {c.kind for c in cfg.controls}
     assert kinds == {"noise", "fo_noise", "scale"}
     assert {o.name for o in cfg.optimizers} >= {"zo-sgd", "adam", "noisy-adam", "sgld", "fo-rs"}

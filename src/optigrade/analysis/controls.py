@@ -21,7 +21,7 @@ scale        C4 — θ₀ + c·(θ_src − θ₀), c = ``scale`` (the magnitude 
 
 C3 (FO + noise during training: ``sgld`` / ``noisy-adam``), C5 (FO-RS / SAM against FO + noise
 and ZO) and C6 (the ZO μ / q sweep) are ordinary ``optimizers:`` entries; see
-``configs/smollm2_controls.yaml``.  A control has no steps: it "reaches the target" when its forget
+``configs/smollm2_controls_extended.yaml``.  A control has no steps: it "reaches the target" when its forget
 metric is at or below the study's target, and is then judged against the same utility floors.
 
 The half-step is half the RTN step s_i of weight i on θ₀'s grid for the study's first quantize

@@ -780,6 +780,13 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
                 "half-steps: mean |θ_u − θ₀| of the moved weights in units of half that quantizer's step (below 1 "
                 "a weight cannot change level). If a control of the same displacement survives as well as a grade, "
                 "displacement, not grade, explains the survival.", grade_or_magnitude_table(summary, o)))
+            from .magnitude import control_kinds, magnitude_sentences, magnitude_verdicts
+
+            tgt = float(unl["target"].iloc[0]) if len(unl) and "target" in unl else None
+            v = magnitude_verdicts(summary, control_kinds(results), o, target=tgt)
+            if not v.empty:
+                sections.append(_Section(f"{o}: grade or magnitude? the reading", " ".join(magnitude_sentences(v)),
+                                         None))
         rh = relearn_half_table(summary, o)
         if not rh.empty:
             sections.append(_Section(
