@@ -367,8 +367,7 @@ def reading(res: dict) -> List[str]:
                    + f" (original {_g(ref, 'none', 'general_ppl'):.3g}).")
         if gg:
             parts = [f"{_label(r)} {_g(r, 'none', 'forget_acc'):.3f} → {_g(r, gg, 'forget_acc'):.3f} "
-                     f"({100 * _survives(r, ref, gg):.0f}% of the forgetting survives, "
-                     f"{100 * _g(r, 'weights', 'diag_gguf_bin_crossing'):.0f}% of quantized weights crossed a bin)"
+                     f"({100 * _survives(r, ref, gg):.0f}% of the forgetting survives; {_moved(r)})"
                      for r in matched]
             out.append("After re-exporting to the source GGUF types, forget match goes " + "; ".join(parts) + ".")
             vals = sorted({round(_g(r, gg, "forget_acc"), 6) for r in matched})
@@ -403,8 +402,10 @@ def reading(res: dict) -> List[str]:
         if rl:
             parts = [f"{_label(r)} {_g(r, 'none (B)', 'forget_acc'):.2f} → {_g(r, rl + ' (B)', 'forget_acc'):.2f}"
                      for r in matched]
-            out.append("Relearning on half of the forget facts brings back the other half: forget match on the "
-                       "held-out half " + "; ".join(parts) + f" (original model: "
+            up = sum(_g(r, rl + ' (B)', 'forget_acc') > _g(r, 'none (B)', 'forget_acc') for r in matched)
+            out.append(f"Relearning on half A of the forget facts, forget match on the held-out half B (before → "
+                       f"after; it rose for {up} of {len(matched)} matched runs, one fact of B = "
+                       f"{1 / max(1, n - n // 2):.2f}): " + "; ".join(parts) + f" (original model: "
                        f"{_g(ref, rl + ' (B)', 'forget_acc'):.2f}).")
         if r4:
             parts = [f"{_label(r)} {_g(r, r4, 'forget_acc'):.2f} (retain {_g(r, r4, 'retain_acc'):.2f})"
@@ -432,6 +433,15 @@ def reading(res: dict) -> List[str]:
     return out
 
 
+def _moved(r: dict) -> str:
+    """How far a run moved on the GGUF file's own grid (SCIENCE.md §2: the level-change fraction
+    and the mean displacement in half-steps; the old bin-crossing count saturates under Q4_1)."""
+    lc, hs = _g(r, "weights", "diag_level_change"), _g(r, "weights", "diag_half_steps_mean")
+    if lc != lc:  # results saved before the honest diagnostics
+        return f"{100 * _g(r, 'weights', 'diag_gguf_bin_crossing'):.0f}% of quantized weights crossed a bin"
+    return f"{100 * lc:.2g}% of the weights change GGUF level, mean move {hs:.2g} half-steps"
+
+
 def _table(res: dict, full: bool) -> List[str]:
     gg, r4, r8, rl = _attack(res, "gguf"), _rtn(res, 4), _rtn(res, 8), _attack(res, "relearn")
     cols = ["optimizer", "grade", "steps", "stop", "forget", "retain"]
@@ -441,7 +451,7 @@ def _table(res: dict, full: bool) -> List[str]:
     cols += [f"forget after {r4}"] if r4 else []
     cols += [f"forget after {r8}"] if r8 and full else []
     cols += [f"half B before → after {rl}"] if rl else []
-    cols += ["GGUF bin crossing"] if gg else []
+    cols += ["level change (GGUF)", "half-steps (GGUF)"] if gg else []
     cols += ["‖Δθ‖"]
     if full:
         cols += ["unlearn s"]
@@ -461,7 +471,8 @@ def _table(res: dict, full: bool) -> List[str]:
         if rl:
             row += [f"{_f(_g(r, 'none (B)', 'forget_acc'), 2)} → {_f(_g(r, rl + ' (B)', 'forget_acc'), 2)}"]
         if gg:
-            row += ["" if orig else _f(_g(r, "weights", "diag_gguf_bin_crossing"))]
+            row += ["" if orig else _f(_g(r, "weights", "diag_level_change")),
+                    "" if orig else f"{_g(r, 'weights', 'diag_half_steps_mean'):.3g}"]
         row += ["" if orig else f"{_g(r, 'weights', 'diag_update_norm'):.3g}"]
         if full:
             row += ["" if orig else f"{r['seconds']:.0f}"]
@@ -780,7 +791,8 @@ def render(res: dict) -> str:
         if th:
             L += ["", "Theory checks (SPEC §3.1) on the original model's forget loss, same weights:", "", *th]
     c = res["config"]
-    L += ["", f"Cut to fit ≤ 30 min on this CPU: {_n(res)} forget and {c['benchmark_kwargs'].get('n_retain')} "
+    L += ["", f"Cut to fit the CPU ({res['study_minutes']} min here): {_n(res)} forget and "
+          f"{c['benchmark_kwargs'].get('n_retain')} "
           f"retain facts, {len(c['seeds'])} seed(s), {len(c['objectives'])} objective(s), step caps as listed, and a "
           "parameter subset for the zeroth-order row (see Settings).", END]
     return "\n".join(L) + "\n"
