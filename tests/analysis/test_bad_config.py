@@ -5,6 +5,7 @@ import pytest
 from optigrade.analysis.config import StudyConfig
 from optigrade.analysis.study import run_study
 from optigrade.unlearning.run import ConfigError
+from .conftest import small_study_dict
 
 OPT = {"name": "adam", "lr": 1.0e-3, "steps": 10}
 BAD = [
@@ -69,3 +70,23 @@ def test_bad_config_refused_before_any_run(over, words, study_dict, tmp_path, sm
     for w in words:
         assert w in str(e.value), (w, str(e.value))
     assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_geometry_that_cannot_fit_is_refused_before_work(monkeypatch, small_model):
+    """The geometry defaults on every weight of a large model asked for more memory than the
+    machine had (killed mid-study on SmolLM2); validate() now refuses with the estimate and the fix."""
+    from optigrade.analysis import config as C
+
+    cfg = C.StudyConfig(**small_study_dict())
+    n = sum(p.numel() for p in small_model.parameters())
+    need = cfg.geometry.memory_bytes(n, sum(p.numel() * p.element_size() for p in small_model.parameters()))
+    monkeypatch.setattr(C, "available_memory_bytes", lambda: int(need))  # need > 80% of it
+    with pytest.raises(ConfigError, match=r"geometry needs ~[\d.]+ MB .*\(geometry\.params"):
+        cfg.validate(model=small_model)
+    monkeypatch.setattr(C, "available_memory_bytes", lambda: int(2 * need))
+    cfg.validate(model=small_model)
+    monkeypatch.setattr(C, "available_memory_bytes", lambda: None)  # unknown: not checked
+    cfg.validate(model=small_model)
+    off = C.StudyConfig(**small_study_dict(geometry={"enabled": False}))
+    monkeypatch.setattr(C, "available_memory_bytes", lambda: 1)
+    off.validate(model=small_model)

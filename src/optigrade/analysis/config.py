@@ -138,6 +138,20 @@ class GeometrySpec(Spec):
     theory_samples: int = F(16, "antithetic draws of L_mu - L", 16, ge=2)
     theory_trace_queries: int = F(30, "Hutchinson HVPs for tr H in the smoothing-gap check", 30, ge=2)
 
+    def memory_bytes(self, n_params: int, model_bytes: int = 0) -> int:
+        """Peak memory the stage's vectors need on ``n_params`` measured weights, on top of the
+        models the study holds: the Lanczos basis (``lanczos_iter`` float64 vectors), the
+        Hutch++ sketch (two thirds of ``trace_queries`` vectors), a handful of working vectors,
+        and (``keep_graph``) the gradient graph, counted as one more model.
+
+        >>> round(GeometrySpec(lanczos_iter=20, trace_queries=18).memory_bytes(134_515_008) / 1e9, 1)  # SmolLM2, all
+        28.0
+        """
+        n = int(n_params)
+        vectors = 8 * n * max(self.lanczos_iter if "eigenvalues" in self.quantities else 0,
+                              2 * self.trace_queries // 3 if "trace" in self.quantities else 0)
+        return int(vectors + 8 * n * 6 + (model_bytes if self.keep_graph else 0))
+
     @field_validator("quantities", "data", "noise_scales", "theory_queries", "theory_mus")
     @classmethod
     def _lists(cls, v, info):
@@ -425,6 +439,17 @@ class StudyConfig(Setup):
             if g.params is not None and not any(matcher(g.params)(n, p) for n, p in named):
                 raise ConfigError(f"geometry.params {g.params!r} matches no parameter of model {self.model!r}; names "
                                   f"look like {names[min(3, len(names) - 1)]!r}")
+            sel = [p for n, p in named if g.params is None or matcher(g.params)(n, p)]
+            need = g.memory_bytes(sum(p.numel() for p in sel),
+                                  sum(p.numel() * p.element_size() for _, p in named))
+            have = available_memory_bytes()
+            if have is not None and need > 0.8 * have:
+                raise ConfigError(
+                    f"geometry needs ~{_size(need)} for its vectors on {sum(p.numel() for p in sel):,} weights "
+                    f"(lanczos_iter={g.lanczos_iter} float64 Lanczos vectors, trace_queries={g.trace_queries}), more "
+                    f"than 80% of the {_size(have)} available; measure a subset (geometry.params, e.g. "
+                    r"'layers\.(2[4-9])\.mlp\.down_proj'), fewer iterations (geometry.lanczos_iter: 6), or "
+                    "geometry: {enabled: false}")
             gr = g.resolved(self.attacks)
             try:
                 check_group_size(model, gr.noise_group_size)
@@ -435,6 +460,27 @@ class StudyConfig(Setup):
         except ValueError as e:
             raise ConfigError(f"diagnostics: {e}") from None
         return self
+
+
+def _size(b: float) -> str:
+    return f"{b / 1e9:.1f} GB" if b >= 1e8 else f"{b / 1e6:.1f} MB"
+
+
+def available_memory_bytes() -> Optional[int]:
+    """Memory the system can still give (``MemAvailable`` of /proc/meminfo, else psutil), or
+    None when neither is readable (the check is then skipped)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no psutil, or it cannot read: skip the check
+        return None
 
 
 def _bits_ok(b, where):
