@@ -798,6 +798,28 @@ def render(res: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+def deviations(res: dict) -> str:
+    """The rows' deviations from the grades paper's settings (SPEC §1), for the table header."""
+    out = []
+    for o in res["config"].get("optimizers", []):
+        kw = o.get("optimizer_kwargs", {}) or {}
+        label = o.get("label") or o["name"]
+        if o["name"] == "hybrid":
+            n_fo, n_zo = kw.get("n_fo", 20), kw.get("n_zo", 20)
+            if (n_fo, n_zo) != (20, 20):
+                out.append(f"{label} alternates {n_fo} Adam / {n_zo} ZO steps per round (paper: ≈ 20 / 20), "
+                           f"ZO lr {kw.get('zo_lr', o.get('lr'))} vs Adam lr {o.get('lr')}, optimizer state kept "
+                           f"across switches ({kw.get('persist_state', True)}; the paper does not say)")
+        if o["name"].startswith("zo") or o["name"] == "adazo":
+            if o["name"] != "adazo" or kw.get("dist") not in (None, "sphere"):
+                out.append(f"{label} is {o['name']} with {kw.get('dist', 'gaussian')} directions, q = {kw.get('q', 1)}, "
+                           f"μ = {kw.get('mu', '?')} (paper: AdaZO, sphere directions, q and μ unpublished)")
+        if o.get("params"):
+            out.append(f"{label} moves only /{o['params']}/ (paper: every weight)")
+    out = list(dict.fromkeys(out))
+    return (" Deviations from the paper's settings: " + "; ".join(out) + ".") if out else ""
+
+
 def render_readme(res: dict) -> str:
     """The ``smollm2-table`` block of README.md: compact table + generated reading."""
     b = res.get("bench", {})
@@ -805,8 +827,8 @@ def render_readme(res: dict) -> str:
          f"Does forgetting survive re-exporting the unlearned SmolLM2-135M-Instruct to its own GGUF types "
          f"(token_embd Q8_0, matrices Q4_1)? {b.get('n_verified', '?')} of {b.get('n_facts', '?')} written facts "
          f"are verified as known by the model; each optimizer unlearns {_n(res)} of them to forget match ≤ "
-         f"{res['config']['target']} ({', '.join(res['config']['objectives'])}), then the model is attacked.", "",
-         *_table(res, False), "", " ".join(reading(res)), ""]
+         f"{res['config']['target']} ({', '.join(res['config']['objectives'])}), then the model is attacked."
+         + deviations(res), "", *_table(res, False), "", " ".join(reading(res)), ""]
     ex = explain_table(res, False)
     if ex:
         L += ["**Explain** (SCIENCE.md §4; matched runs; recovery = forget match after the attack − before; partial ρ "
