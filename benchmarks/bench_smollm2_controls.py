@@ -49,7 +49,8 @@ def compact(res, cfg, config_name: str, bench_settings: dict) -> dict:
     import torch
     import transformers
 
-    from optigrade.analysis.magnitude import control_kinds, magnitude_sentences, magnitude_verdicts
+    from optigrade.analysis.magnitude import control_kinds, magnitude_headline, magnitude_sentences, \
+        magnitude_verdicts
     from optigrade.analysis.report import explain_or_note, explain_summary, grade_or_magnitude_table, \
         relearn_half_table
 
@@ -73,7 +74,7 @@ def compact(res, cfg, config_name: str, bench_settings: dict) -> dict:
         "config": cfg.to_dict(), "bench": bench_settings, "runs": per_run,
         "table": grade_or_magnitude_table(s, obj).fillna("").to_dict("records"),
         "relearn_half": relearn_half_table(s, obj).fillna("").to_dict("records"),
-        "verdicts": v.to_dict("records"), "reading": magnitude_sentences(v),
+        "verdicts": v.to_dict("records"), "reading": magnitude_sentences(v), "headline": magnitude_headline(v),
         "explain": explain_summary(explained).fillna("").to_dict("records") if explained is not None else [],
         "explain_note": "" if explained is not None else str(why)})
 
@@ -133,14 +134,15 @@ def render(e: dict) -> str:
             f"{(e.get('bench') or {}).get('n_general_test', '?')} sentences written apart); matched = target reached "
             f"with retain and held-out accuracy ≥ {c.get('utility_floor_retain')} × base and perplexity ≤ "
             f"{c.get('utility_max_ppl_ratio')} × base. Cells: estimate [95% interval] (per seed).")
-    parts = [head, "", "**The answer.** " + " ".join(e["reading"][:1]), ""]
+    top = e.get("headline") or e["reading"][:1]
+    parts = [head, "", "**The answer.** " + " ".join(top), ""]
     parts.append(_md(e["table"]))
     if e.get("relearn_half"):
         parts += ["", "Relearn-half (fine-tune on half A of the forget facts, measure half B; Deeb & Roger 2024):", "",
                   _md(e["relearn_half"])]
-    if len(e["reading"]) > 1:
+    if len(e["reading"]) > len(top):
         parts += ["", "**Each comparison** (no ordering is claimed where intervals overlap):", ""]
-        parts += [f"- {x}" for x in e["reading"][1:]]
+        parts += [f"- {x}" for x in e["reading"][len(top):]]
     if e.get("explain"):
         parts += ["", "Explain (Spearman / partial Spearman of recovery over runs, bootstrap 95% CI):", "",
                   _md(e["explain"])]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ._claims import _mean
 
-__all__ = ["control_kinds", "magnitude_verdicts", "magnitude_sentences", "VERDICTS"]
+__all__ = ["control_kinds", "magnitude_verdicts", "magnitude_sentences", "magnitude_headline", "VERDICTS"]
 
 VERDICTS = ("magnitude", "not magnitude alone", "not decidable at this n", "not testable here", "does not unlearn")
 
@@ -97,7 +97,7 @@ def magnitude_verdicts(summary: pd.DataFrame, kinds: Dict[str, _Ctrl], objective
     >>> v[["control", "attack", "verdict"]].to_dict("records")
     [{'control': 'adam+zo-noise', 'attack': 'rtn4', 'verdict': 'magnitude'}]
     >>> magnitude_sentences(v)[0]
-    '**Magnitude accounts for the survival** where a control of the same displacement survives like the grade run: rtn4 (adam+zo-noise vs zo-sgd).'
+    '**Magnitude accounts for the survival** at matched forgetting and utility: after rtn4: adam+zo-noise 0.10 [0.00, 0.20] vs zo-sgd 0.10 [0.00, 0.20] and adam 0.40 [0.30, 0.50].'
     >>> magnitude_sentences(v)[1]
     "After rtn4, forget accuracy: adam+zo-noise (adam plus noise of zo-sgd's size (C2)) 0.10 [0.00, 0.20], zo-sgd 0.10 [0.00, 0.20], adam 0.40 [0.30, 0.50]: **magnitude** (like zo-sgd, unlike adam)."
 
@@ -160,26 +160,78 @@ _KIND = {"noise": "noise of {m}'s per-tensor size on θ₀ (C1)",
          "scale": "{s}'s update scaled to {m}'s ‖Δ‖ (C4)"}
 
 
+def _collapsed(r) -> bool:
+    """A compared row failed the retain floor: a destroyed model forgets everything and "keeps"
+    it through any attack, so it says nothing about survival."""
+    return "retain " in (r.unmatched or "") or "retain guard" in (r.unmatched or "")
+
+
+def _cmp(r) -> str:
+    out = f"{r.control} {_fmt((r.control_after, r.control_low, r.control_high))}"
+    if r.match:
+        out += f" vs {r.match} {_fmt((r.match_after, r.match_low, r.match_high))}"
+    if r.source:
+        out += f" and {r.source} {_fmt((r.source_after, r.source_low, r.source_high))}"
+    return f"after {r.attack}{' (half B)' if r.data == 'forget-half-B' else ''}: {out}"
+
+
 def magnitude_sentences(verdicts: pd.DataFrame) -> List[str]:
-    """The reading, one sentence per (control, attack), each with its numbers and intervals;
-    the first sentence says whether any attack reads as magnitude."""
+    """The reading: a headline, then one sentence per (control, attack) with its numbers and
+    intervals (a control that does not unlearn gets one sentence, not one per attack).
+
+    The headline speaks for matched comparisons only (every compared row at matched forgetting
+    and utility).  When there are none, it says so first and reports the unmatched comparisons
+    "for reference only", leaving out controls whose model collapsed (retain floor)."""
     if verdicts is None or verdicts.empty:
         return []
+    v = verdicts.assign(unmatched=verdicts["unmatched"].fillna(""))
+    decided = v[v["verdict"].isin(["magnitude", "not magnitude alone"])]
+    ok = decided[decided["unmatched"] == ""]
+    ref = decided[(decided["unmatched"] != "") & ~decided.apply(_collapsed, axis=1)]
     out = []
-    mag = verdicts[verdicts["verdict"] == "magnitude"]
-    notmag = verdicts[verdicts["verdict"] == "not magnitude alone"]
-    if len(mag):
-        out.append("**Magnitude accounts for the survival** where a control of the same displacement survives like "
-                   "the grade run: " + "; ".join(f"{r.attack} ({r.control} vs {r.match})" for r in mag.itertuples())
-                   + ".")
-    elif len(notmag):
-        out.append("**Displacement alone does not account for the survival** in: " + "; ".join(
-            f"{r.attack} ({r.control} vs {r.match})" for r in notmag.itertuples()) + ".")
+    if len(ok):
+        mag, notmag = ok[ok["verdict"] == "magnitude"], ok[ok["verdict"] != "magnitude"]
+        if len(mag):
+            out.append("**Magnitude accounts for the survival** at matched forgetting and utility: "
+                       + "; ".join(_cmp(r) for r in mag.itertuples()) + ".")
+        if len(notmag):
+            out.append(("Against it: " if len(mag) else "**Displacement alone does not account for the survival** "
+                        "at matched forgetting and utility: ") + "; ".join(_cmp(r) for r in notmag.itertuples()) + ".")
     else:
-        out.append("**Grade or magnitude is not decided by this study**: no control-vs-grade comparison separates at "
-                   "these intervals (or the attacks moved nothing).")
-    for r in verdicts.itertuples():
+        why = sorted({u for x in v["unmatched"] for u in x.split("; ") if u})
+        head = ("**No comparison here is at matched forgetting and utility** (" + "; ".join(why) + "), so grade "
+                "and magnitude are not separated at matched utility." if why else
+                "**Grade or magnitude is not decided by this study**: no control-vs-grade comparison separates at "
+                "these intervals (or the attacks moved nothing).")
+        out.append(head)
+        for verdict, lead in (("magnitude", "For reference only, the unmatched comparisons point to magnitude"),
+                              ("not magnitude alone", "For reference only, the unmatched comparisons point away "
+                                                      "from magnitude alone")):
+            x = ref[ref["verdict"] == verdict]
+            if len(x):
+                out.append(f"{lead}: " + "; ".join(_cmp(r) for r in x.itertuples()) + ".")
+    return out + _details(v)
+
+
+def magnitude_headline(verdicts: pd.DataFrame) -> List[str]:
+    """Only the headline sentences of :func:`magnitude_sentences` (what README puts first)."""
+    if verdicts is None or verdicts.empty:
+        return []
+    full = magnitude_sentences(verdicts)
+    return full[: len(full) - len(_details(verdicts.assign(unmatched=verdicts["unmatched"].fillna(""))))]
+
+
+def _details(v: pd.DataFrame) -> List[str]:
+    out: List[str] = []
+    seen_no = set()
+    for r in v.itertuples():
         what = _KIND.get(r.kind, r.kind).format(m=r.match or "?", s=r.source or "?")
+        note = f" (not matched — {r.unmatched}: compared for reference only)" if r.unmatched else ""
+        if r.verdict == "does not unlearn":
+            if r.control not in seen_no:
+                seen_no.add(r.control)
+                out.append(f"{r.control} ({what}): **does not unlearn** ({r.why}).")
+            continue
         where = " on half B" if r.data == "forget-half-B" else ""
         c = _fmt((r.control_after, r.control_low, r.control_high))
         nums = f"{r.control} ({what}) {c}"
@@ -187,6 +239,5 @@ def magnitude_sentences(verdicts: pd.DataFrame) -> List[str]:
             nums += f", {r.match} {_fmt((r.match_after, r.match_low, r.match_high))}"
         if r.source:
             nums += f", {r.source} {_fmt((r.source_after, r.source_low, r.source_high))}"
-        note = f" (not matched — {r.unmatched}: compared for reference only)" if r.unmatched else ""
         out.append(f"After {r.attack}, forget accuracy{where}: {nums}: **{r.verdict}** ({r.why}){note}.")
     return out
