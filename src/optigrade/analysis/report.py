@@ -787,21 +787,19 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
             if not v.empty:
                 sections.append(_Section(f"{o}: grade or magnitude? the reading", " ".join(magnitude_sentences(v)),
                                          None))
-        rh = relearn_half_table(summary, o)
-        if not rh.empty:
-            sections.append(_Section(
-                f"{o}: relearn-half (fine-tune on half A of the forget facts, measure half B; forget accuracy)",
-                "Recovery fraction (acc_B,after − acc_B,unl) / (acc_B,orig − acc_B,unl), Deeb & Roger 2024; 'A "
-                "relearned' is the same fraction on the half that was fine-tuned on (if A did not come back, B's "
-                "recovery says little). Each seed draws its own halves.", rh))
-        d = diagnostics_table(summary, o)
-        if not d.empty:
-            sections.append(_Section(
-                f"{o}: mechanism diagnostics (update norms; what of the update each quantizer keeps)",
-                "Level change: share of the weights θ_u moves to another level of the base's own grid; surviving "
-                "update: ‖E(θ_u) − θ₀‖ / ‖θ_u − θ₀‖ (0: the export snaps the model back to θ₀); half-steps: mean "
-                "|θ_u − θ₀| of the moved weights in units of half the quantization step (below 1 a move cannot "
-                "leave its bin). SCIENCE.md §2; the old bin-crossing fraction stays in results.parquet.", d))
+        for title, text, table in (
+                (f"{o}: relearn-half (fine-tune on half A of the forget facts, measure half B; forget accuracy)",
+                 "Recovery fraction (acc_B,after − acc_B,unl) / (acc_B,orig − acc_B,unl), Deeb & Roger 2024; 'A "
+                 "relearned' is the same fraction on the half that was fine-tuned on (if A did not come back, B's "
+                 "recovery says little). Each seed draws its own halves.", relearn_half_table(summary, o)),
+                (f"{o}: mechanism diagnostics (update norms; what of the update each quantizer keeps)",
+                 "Level change: share of the weights θ_u moves to another level of the base's own grid; surviving "
+                 "update: ‖E(θ_u) − θ₀‖ / ‖θ_u − θ₀‖ (0: the export snaps the model back to θ₀); half-steps: mean "
+                 "|θ_u − θ₀| of the moved weights in units of half the quantization step (below 1 a move cannot "
+                 "leave its bin). SCIENCE.md §2; the old bin-crossing fraction stays in results.parquet.",
+                 diagnostics_table(summary, o))):
+            if not table.empty:
+                sections.append(_Section(title, text, table))
         g = geometry_table(summary, o)
         if not g.empty:
             sections.append(_Section(
