@@ -134,11 +134,13 @@ def test_packaged_smollm2_controls_configs_are_valid(name):
     from optigrade.demo import config_path
 
     cfg = load_config(config_path(name))
-    assert {(c.kind, c.match) for c in cfg.controls} >= {("noise", "zo-sgd"), ("fo_noise", "zo-sgd"), ("scale", "zo-sgd")}
+    assert {(c.kind, c.match) for c in cfg.controls} >= {("noise", "zo-sgd"), ("fo_noise", "zo-sgd")}
     assert len({o.params for o in cfg.optimizers}) == 1 and "heldout" in cfg.eval_splits
     assert cfg.benchmark_kwargs["n_heldout"] >= 64 and cfg.benchmark_kwargs["general_test"] == "heldout"
     types = {a.resolved().get("types") for a in cfg.attacks if a.kind == "gguf"}
-    assert "source" in types and types & {"Q4_0", "Q8_0"}  # the lattice and an off-lattice export
+    assert "source" in types
+    if name == "smollm2_controls.yaml":  # the full study: C4 matched to ZO and an off-lattice export
+        assert ("scale", "zo-sgd") in {(c.kind, c.match) for c in cfg.controls} and types & {"Q4_0", "Q8_0"}
     assert any(a.kind == "relearn" and a.resolved()["protocol"] == "half" for a in cfg.attacks)
 
 

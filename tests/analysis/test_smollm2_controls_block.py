@@ -61,3 +61,15 @@ def test_render_from_an_entry_and_the_full_config_wins(tmp_path):
     readme.write_text(f"a\n{b.START}\nold\n{b.END}\nz\n")
     assert b.write_readme("new", readme) and readme.read_text() == f"a\n{b.START}\nnew\n{b.END}\nz\n"
     assert not b.write_readme("new", readme)
+
+
+def test_readme_smollm2_block_matches_the_saved_results():
+    """The SmolLM2 study's README block is what bench_smollm2.py renders from the saved JSON."""
+    spec = importlib.util.spec_from_file_location("bench_smollm2", ROOT / "benchmarks" / "bench_smollm2.py")
+    b = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(b)
+    res = json.loads((ROOT / "benchmarks" / "smollm2_results.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(b.README_START): text.index(b.README_END) + len(b.README_END)]
+    assert block == b.render_readme(res).rstrip("\n"), ("README's smollm2-table block is stale; regenerate it: "
+                                                         "python benchmarks/bench_smollm2.py --readme")
