@@ -51,3 +51,14 @@ def test_overlapping_both_is_not_decidable_and_nothing_moved_is_not_testable():
     c2 = df[df["optimizer"] == "adam"].assign(optimizer="adam+zo-noise", family="control", grade=float("nan"))
     v = magnitude_verdicts(summarize(pd.concat([df, c2])), KINDS, "npo")
     assert v["verdict"].tolist() == ["not testable here"]
+
+
+def test_nothing_decided_gives_the_undecided_headline():
+    """Only "does not unlearn" / "not testable" rows (nothing decided): no crash on the empty
+    selection (pandas' string dtype), and the headline says nothing is decided."""
+    df = _toy_results(per_example=False)
+    df.loc[df["attack"] == "rtn4", "value"] = df.loc[df["attack"] == "none", "value"].to_numpy()
+    c2 = df[df["optimizer"] == "adam"].assign(optimizer="adam+zo-noise", family="control", grade=float("nan"))
+    v = magnitude_verdicts(summarize(pd.concat([df, c2])), KINDS, "npo")
+    s = magnitude_sentences(v)
+    assert s[0].startswith("**Grade or magnitude is not decided by this study**") and len(s) == 2

@@ -187,7 +187,8 @@ def magnitude_sentences(verdicts: pd.DataFrame) -> List[str]:
     v = verdicts.assign(unmatched=verdicts["unmatched"].fillna(""))
     decided = v[v["verdict"].isin(["magnitude", "not magnitude alone"])]
     ok = decided[decided["unmatched"] == ""]
-    ref = decided[(decided["unmatched"] != "") & ~decided.apply(_collapsed, axis=1)]
+    collapsed = pd.Series([_collapsed(r) for r in decided.itertuples()], index=decided.index, dtype=bool)
+    ref = decided[(decided["unmatched"] != "").to_numpy(dtype=bool) & ~collapsed.to_numpy()]
     out = []
     if len(ok):
         mag, notmag = ok[ok["verdict"] == "magnitude"], ok[ok["verdict"] != "magnitude"]
