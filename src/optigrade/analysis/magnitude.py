@@ -108,7 +108,6 @@ def magnitude_verdicts(summary: pd.DataFrame, kinds: Dict[str, _Ctrl], objective
         for a, split in _attacks(summary, objective):
             base = {"control": label, "kind": k.kind, "source": k.source, "match": k.match, "attack": a,
                     "data": split}
-            before_split = split
             ctrl = _iv(summary, objective, label, a, split)
             m = _iv(summary, objective, k.match, a, split) if k.match else (float("nan"),) * 3
             s = _iv(summary, objective, k.source, a, split) if k.source else (float("nan"),) * 3
@@ -122,7 +121,7 @@ def magnitude_verdicts(summary: pd.DataFrame, kinds: Dict[str, _Ctrl], objective
             for o in (label, k.match, k.source):
                 if not o:
                     continue
-                b, x = _iv(summary, objective, o, "none", before_split), _iv(summary, objective, o, a, split)
+                b, x = _iv(summary, objective, o, "none", split), _iv(summary, objective, o, a, split)
                 if b[0] == b[0] and x[0] == x[0] and not _overlap(b, x):
                     moved = True
             if k.kind == "noise":

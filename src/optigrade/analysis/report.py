@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import intervals as _intervals_mod
+from ._claims import CONTROL_FAMILIES
 from ._claims import by_grade as _order
 from ._claims import sentences as _sentences
 
@@ -388,7 +389,7 @@ def grade_or_magnitude_table(summary: pd.DataFrame, objective: str, digits: int 
     if s.empty:
         return pd.DataFrame()
     fam = s["family"] if "family" in s else pd.Series("", index=s.index)
-    ctrl = fam.isin(("control", "first-order+noise"))
+    ctrl = fam.isin(CONTROL_FAMILIES)
     order = [o for o in _order(s[~ctrl])] + [o for o in _order(s[ctrl])]
     w = s[s["data"] == "weights"]
     qz = w["setting_quantizer"] if "setting_quantizer" in w else pd.Series(None, index=w.index, dtype=object)
@@ -772,7 +773,7 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
             sections.append(_Section(f"{o}: {label} before/after attacks (estimate [95% interval] (per seed))",
                                      INTERVAL_NOTE if metric == "forget_acc" else "",
                                      headline_table(summary, o, metric)))
-        if "family" in summary and summary["family"].isin(("control", "first-order+noise")).any():
+        if "family" in summary and summary["family"].isin(CONTROL_FAMILIES).any():
             sections.append(_Section(
                 f"{o}: grade or magnitude? every grade and control side by side",
                 "Controls (SCIENCE.md §3) are built from θ₀ and other runs' updates and go through the same attacks; "
