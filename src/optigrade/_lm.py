@@ -41,7 +41,14 @@ IGNORE = -100
 
 
 def lm_logits(model, batch: dict) -> torch.Tensor:
-    """``model(input_ids, attention_mask).logits`` [B, T, V] of a tokenized batch."""
+    """``model(input_ids, attention_mask).logits`` [B, T, V] of a tokenized batch.
+
+    A model with ``sparse_head = True`` (a :class:`optigrade._prefix.PrefixCache`) is also given
+    the batch's ``labels`` as ``logits_at``: it computes the head only at the counted positions
+    M (the only rows :func:`token_nll` reads) and returns zeros elsewhere."""
+    if getattr(model, "sparse_head", False) and batch.get("labels") is not None:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     logits_at=batch["labels"]).logits
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
@@ -67,10 +74,11 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor,
         ``(nll [B, T-1], mask [B, T-1])`` with nll = 0 where masked.
     """
     shift_logits, shift_labels, mask = shifted(logits, labels)
-    safe = shift_labels.masked_fill(~mask, 0)
-    logp = torch.log_softmax(shift_logits, dim=-1)
-    nll = -logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return nll * mask, mask
+    at = mask.nonzero(as_tuple=True)  # the log-softmax runs on the counted rows only
+    logp = torch.log_softmax(shift_logits[at], dim=-1)
+    picked = -logp.gather(-1, shift_labels[at].unsqueeze(-1)).squeeze(-1)
+    nll = torch.zeros(mask.shape, dtype=shift_logits.dtype, device=shift_logits.device)
+    return nll.index_put(at, picked), mask
 
 
 def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -98,6 +106,5 @@ def summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor
         (3, True)
     """
     shift_logits, shift_labels, mask = shifted(logits, labels)
-    s = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                        ignore_index=IGNORE, reduction="sum")
+    s = F.cross_entropy(shift_logits[mask], shift_labels[mask], reduction="sum")  # counted rows only
     return s, int(mask.sum())

@@ -72,7 +72,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ._lm import mean_nll
+from ._lm import IGNORE, mean_nll
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "PrefixCache", "PrefixOutput", "first_layer_of", "check_architecture"]
 
@@ -231,6 +231,31 @@ def first_layer_of(params: Iterable, model=None) -> int:
     return at
 
 
+def _llama_layer(layer) -> bool:
+    """True for transformers' own LlamaDecoderLayer, whose forward :func:`_last_layer_at` follows."""
+    try:
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+    except ImportError:  # pragma: no cover - transformers without Llama
+        return False
+    return type(layer) is LlamaDecoderLayer and all(
+        hasattr(layer, a) for a in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
+
+
+def _last_layer_at(layer, h: torch.Tensor, layer_kwargs: Dict[str, Any], at) -> torch.Tensor:
+    """The last decoder layer's output at the positions ``at`` only ([|M|, d]).
+
+    ``LlamaDecoderLayer.forward`` is h + attn(norm₁(h)), then x + mlp(norm₂(x)); the attention
+    needs every position (its keys and values), but after it each position is its own row and,
+    in the last layer, only rows that reach the head are read.  So the attention runs as in the
+    layer, and the residual, norm₂ and MLP run on the counted rows: the same operations per row,
+    a matrix product over fewer rows (equal to float tolerance)."""
+    x = layer.input_layernorm(h)
+    out = layer.self_attn(hidden_states=x, **layer_kwargs)
+    x = h + (out[0] if isinstance(out, tuple) else out)
+    x = x[at]
+    return x + layer.mlp(layer.post_attention_layernorm(x))
+
+
 # ----------------------------------------------------------------------------- the cache
 class PrefixCache(torch.nn.Module):
     r"""A causal LM run from layer ``first_layer`` on, its frozen prefix computed once per batch.
@@ -241,6 +266,15 @@ class PrefixCache(torch.nn.Module):
         first_layer: L, the first layer that may change (:func:`first_layer_of`); 1 <= L <= the
             layer count (L = the layer count caches every layer: only norm and head run).
         max_batches: how many batches' prefixes are kept (least recently used dropped first).
+        head: ``"counted"`` (default): a call with ``logits_at=labels`` (what
+            :func:`optigrade._lm.lm_logits` passes, since ``sparse_head`` is True) runs the final
+            norm and ``lm_head`` only at the positions t whose next label ``labels[:, t+1]`` is
+            counted (not −100) and returns zeros at every other position, which no loss reads.
+            On a QA batch that is 1-3 answer tokens of ~34 per row, and the head (V × d) is the
+            larger part of a late-layer evaluation.  The counted rows equal the full head's to
+            float tolerance (one matrix product over fewer rows may round differently, ~1e-7
+            relative in fp32), not bitwise.  ``"all"``: ``logits_at`` is ignored, every position
+            is computed, bit-identical to the full model.
 
     ``cache(input_ids=..., attention_mask=..., labels=None, **kwargs)`` is the model's forward
     (the keyword arguments go to the model as they would in a full call); :meth:`forward_from_prefix`
@@ -252,7 +286,7 @@ class PrefixCache(torch.nn.Module):
             in training mode with attention dropout (the prefix would freeze one dropout draw).
     """
 
-    def __init__(self, model, first_layer: int, *, max_batches: int = 32):
+    def __init__(self, model, first_layer: int, *, max_batches: int = 32, head: str = "counted"):
         check_architecture(model)
         n = len(model.model.layers)
         if isinstance(first_layer, bool) or not isinstance(first_layer, int) or not 1 <= first_layer <= n:
@@ -260,17 +294,26 @@ class PrefixCache(torch.nn.Module):
                              f"{first_layer!r}; the first layer whose parameters may change, from first_layer_of")
         if isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1:
             raise ValueError(f"max_batches must be a positive integer, got {max_batches!r}; e.g. 32")
+        if head not in ("counted", "all"):
+            raise ValueError(f"head must be 'counted' (the head only where a label is counted) or 'all' "
+                             f"(every position, bit-identical to the full model), got {head!r}")
         super().__init__()
         self.model = model.model
         self.lm_head = model.lm_head
         object.__setattr__(self, "_lm", model)  # not a submodule: names stay model.* / lm_head.*
         self.first_layer = first_layer
         self.max_batches = max_batches
+        self.head = head
         self._entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
         self._signature: Optional[tuple] = None
         self.stats = {"hits": 0, "misses": 0, "invalidations": 0}
 
     # ------------------------------------------------------------------ model-like surface
+    @property
+    def sparse_head(self) -> bool:
+        """True when calls with ``logits_at`` compute the head at counted positions only."""
+        return self.head == "counted"
+
     @property
     def config(self):
         return self._lm.config
@@ -376,27 +419,38 @@ class PrefixCache(torch.nn.Module):
             self._entries.popitem(last=False)
         return e
 
-    def _suffix(self, e: _Entry) -> torch.Tensor:
+    def _suffix(self, e: _Entry, at: Optional[torch.Tensor] = None) -> torch.Tensor:
         h = e.hidden
         lk = e.layer_kwargs
         if e.cache_arg is not None:  # as the full forward: an empty cache the layers write their keys to
             from transformers.cache_utils import DynamicCache
 
             lk = {**lk, e.cache_arg: DynamicCache(config=self.config)}
-        for layer in self.model.layers[self.first_layer: self.config.num_hidden_layers]:
+        layers = list(self.model.layers[self.first_layer: self.config.num_hidden_layers])
+        rows_only = at is not None and bool(layers) and _llama_layer(layers[-1])
+        for i, layer in enumerate(layers):
+            if rows_only and i == len(layers) - 1:
+                h = _last_layer_at(layer, h, lk, at)  # [|M|, d]
+                break
             h = layer(h, **lk)
             if isinstance(h, tuple):  # older decoder layers return (hidden, ...)
                 h = h[0]
-        return self.lm_head(self.model.norm(h))
+        if at is None:
+            return self.lm_head(self.model.norm(h))
+        rows = self.lm_head(self.model.norm(h if rows_only else h[at]))  # [|M|, V]: per-position ops
+        logits = rows.new_zeros(*e.hidden.shape[:2], rows.shape[-1])
+        return logits.index_put(at, rows)
 
     # ------------------------------------------------------------------ public
     def prefix(self, **kwargs) -> torch.Tensor:
         """The hidden states entering layer L for the model call ``kwargs`` (computed or cached)."""
         return self._entry(kwargs).hidden
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs) -> PrefixOutput:
+    def forward(self, input_ids=None, attention_mask=None, labels=None, logits_at=None, **kwargs) -> PrefixOutput:
         """Logits as ``model(input_ids=..., attention_mask=..., **kwargs).logits``, from the cached
-        prefix; with ``labels``, also the token-mean NLL as ``.loss``."""
+        prefix; with ``labels``, also the token-mean NLL as ``.loss``.  With ``logits_at`` (labels
+        [B, T], −100 = not counted) and ``head="counted"``, the head runs only at positions t with
+        ``logits_at[:, t+1] != -100`` and the logits are zero elsewhere."""
         if input_ids is None:
             raise ValueError("prefix cache: input_ids is required (inputs_embeds would bypass the embeddings "
                              "the prefix is keyed on)")
@@ -405,7 +459,16 @@ class PrefixCache(torch.nn.Module):
                              "cached prefix would freeze one dropout draw; call model.eval()")
         call = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
         call = {k: v for k, v in call.items() if v is not None}
-        logits = self._suffix(self._entry(call))
+        at = None
+        if logits_at is not None and self.sparse_head:
+            if not isinstance(logits_at, torch.Tensor) or tuple(logits_at.shape) != tuple(input_ids.shape):
+                raise ValueError(f"prefix cache: logits_at must be a labels tensor shaped like input_ids "
+                                 f"{tuple(input_ids.shape)}, got "
+                                 f"{tuple(logits_at.shape) if isinstance(logits_at, torch.Tensor) else type(logits_at).__name__}")
+            keep = torch.zeros(logits_at.shape, dtype=torch.bool, device=logits_at.device)
+            keep[:, :-1] = logits_at[:, 1:] != IGNORE
+            at = keep.nonzero(as_tuple=True)
+        logits = self._suffix(self._entry(call), at)
         loss = mean_nll(logits, labels) if labels is not None else None
         return PrefixOutput(logits=logits, loss=loss)
 

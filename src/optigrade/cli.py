@@ -7,6 +7,8 @@
     optigrade optimizers                 every registered optimizer with its grade
     optigrade study CONFIG.yaml [--out DIR] [--resume]   optimizers × objectives × attacks × seeds
     optigrade report DIR [--markdown]    the summary tables of a finished study
+    optigrade landscape CKPT... --quantities top_eig,trace --data both --out DIR [--resume]
+                                         batch sharpness report over many checkpoints
 
 Every flag is validated before any model is loaded; errors print one line naming the bad
 value and the fix, and exit with status 2.
@@ -120,6 +122,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default=None, metavar="README.md",
                    help="replace the generated demo block of this README with the study's tables and sentences")
     p.add_argument("--check", action="store_true", help="with --readme: exit 1 if the block is out of date")
+
+    p = sub.add_parser("landscape", help="batch landscape report: quantities × checkpoints × splits into one table")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help="`optigrade unlearn` directories, a study's runs/<id>.delta.safetensors or study directories, "
+                        "or model directories (with --base)")
+    p.add_argument("--quantities", default="top_eig,trace",
+                   help="comma-separated: top_eig, trace, density, sharpness, slices, radius, loss_change "
+                        "(default: top_eig,trace)")
+    p.add_argument("--data", default="forget", help="forget, retain or both (default: forget)")
+    p.add_argument("--out", required=True, help="output directory (parts, landscape.parquet, report.md/html)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="complete an earlier report in --out (same settings)")
+    g.add_argument("--overwrite", action="store_true", help="discard the earlier report in --out")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: this process or --workers processes; ray: one Ray task per (checkpoint, quantity)")
+    p.add_argument("--address", default=None, help="Ray cluster address (e.g. ray://head:10001 or auto; default: a "
+                                                   "local Ray instance)")
+    p.add_argument("--workers", type=int, default=1, help="local backend: processes (default 1: this process)")
+    p.add_argument("--params", default=None, help=r"which weights (a pattern, e.g. 'layers\.(2[4-9])\.'; default all)")
+    p.add_argument("--base", default=None, help="the base model (name or directory); required for model directories "
+                                                "when a quantity needs θ₀")
+    p.add_argument("--benchmark", default=None, help="the benchmark of a model directory's batches")
+    p.add_argument("--budget", default=None, help="memory budget, e.g. 8GB (default: 80%% of the available memory)")
+    p.add_argument("--no-progress", action="store_true", help="no bars or log lines on stderr")
+    for name, kind, default, what in (("examples", int, 16, "examples per split in the fixed batch"),
+                                      ("k", int, 3, "top eigenvalues"), ("lanczos-iter", int, 20, "Lanczos HVPs at most"),
+                                      ("trace-queries", int, 18, "Hutch++ HVPs (a multiple of 3)"),
+                                      ("density-steps", int, 30, "SLQ Lanczos steps per vector"),
+                                      ("density-vectors", int, 2, "SLQ start vectors"),
+                                      ("sharpness-rho", float, 0.01, "weight-scaled sharpness: std rho·|θ_i|"),
+                                      ("sharpness-samples", int, 8, "sharpness noise draws"),
+                                      ("slice-points", int, 9, "points per 1-D slice"),
+                                      ("radius-samples", int, 100, "certified radius noise draws"),
+                                      ("radius-sigma", float, 1e-3, "certified radius noise std"),
+                                      ("seed", int, 0, "seed of every random vector")):
+        p.add_argument("--" + name, type=kind, default=default, help=f"{what} (default {default})")
+    p.add_argument("--prefix-cache", action="store_true", help="run from a cached frozen prefix (late-layer --params)")
     return ap
 
 
@@ -270,6 +309,21 @@ def _cmd_report(a) -> int:
     return 0
 
 
+def _cmd_landscape(a) -> int:
+    from .analysis.batch import landscape_report
+
+    table = landscape_report(
+        a.checkpoints, quantities=a.quantities, data=a.data, out=a.out, resume=a.resume, overwrite=a.overwrite,
+        backend=a.backend, address=a.address, workers=a.workers, params=a.params, base=a.base,
+        benchmark=a.benchmark, budget=a.budget, progress=not a.no_progress, examples=a.examples, k=a.k,
+        lanczos_iter=a.lanczos_iter, trace_queries=a.trace_queries, density_steps=a.density_steps,
+        density_vectors=a.density_vectors, sharpness_rho=a.sharpness_rho, sharpness_samples=a.sharpness_samples,
+        slice_points=a.slice_points, radius_samples=a.radius_samples, radius_sigma=a.radius_sigma, seed=a.seed,
+        prefix_cache=a.prefix_cache)
+    print(f"{len(table)} rows in {Path(a.out) / 'landscape.parquet'}; report: {Path(a.out) / 'report.md'}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``optigrade ARGV``; returns the exit status (2, with one line on stderr naming the bad
     value and the fix, when input is refused).
@@ -287,7 +341,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
-               "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report}[args.cmd]
+               "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report,
+               "landscape": _cmd_landscape}[args.cmd]
     try:
         return handler(args)
     except (ConfigError, ModelLoadError, FileExistsError) as e:
