@@ -247,3 +247,14 @@ def test_memory_estimate_within_20_percent_of_the_measured_peak(tmp_path, quanti
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["estimated"] > 20e6  # the solver dominates, not allocator noise
     assert abs(got["measured"] - got["estimated"]) <= 0.2 * got["measured"], got
+
+
+def test_late_layer_params_use_the_prefix_cache_with_the_same_numbers(ckpts, tmp_path):
+    _, paths = ckpts
+    kw = dict(quantities="top_eig,trace", data="forget", progress=False, k=2, lanczos_iter=8, trace_queries=6,
+              examples=4, report=False, params=r"layers\.1\.")
+    auto = batch.landscape_report(paths[:1], out=tmp_path / "a", **kw)
+    off = batch.landscape_report(paths[:1], out=tmp_path / "b", prefix_cache=False, **kw)
+    assert auto["prefix_cache"].all() and not off["prefix_cache"].any()
+    np.testing.assert_allclose(_table(auto)["value"], _table(off)["value"], rtol=1e-4)
+    assert set(auto["n_params"]) == set(off["n_params"]) and auto["n_params"].iloc[0] < 20000

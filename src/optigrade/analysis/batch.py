@@ -101,7 +101,7 @@ class BatchSettings:
     radius_sigma: float = 1e-3
     radius_alpha: float = 0.001
     seed: int = 0
-    prefix_cache: bool = False
+    prefix_cache: Optional[bool] = None  # None: on when ``params`` leaves a frozen prefix (late layers)
 
     def validate(self) -> "BatchSettings":
         unknown = [q for q in self.quantities if q not in QUANTITIES]
@@ -351,7 +351,13 @@ def _probe(model, bench, split: str, s: BatchSettings):
     from .geometry import probe_batch
 
     batch = probe_batch(bench, split, s.examples)
-    return ls.Probe(model, [batch], param_filter=s.params, prefix_cache=s.prefix_cache)
+    if s.prefix_cache is None and s.params is not None:  # auto: the cache whenever a frozen prefix exists
+        try:
+            return ls.Probe(model, [batch], param_filter=s.params, prefix_cache=True)
+        except ValueError as e:
+            if not str(e).startswith("prefix_cache=True"):
+                raise
+    return ls.Probe(model, [batch], param_filter=s.params, prefix_cache=bool(s.prefix_cache))
 
 
 def _flat(probe, model) -> "torch.Tensor":  # noqa: F821
@@ -439,7 +445,7 @@ def run_task(ck: Checkpoint, quantity: str, s: BatchSettings, splits: Optional[S
         df["checkpoint_kind"], df["checkpoint_path"] = ck.kind, ck.path
         df["task_loss"], df["task_grad"], df["task_hvp"] = spent.loss, spent.grad, spent.hvp
         df["seconds"] = time.perf_counter() - t0
-        df["n_params"] = probe.numel
+        df["n_params"], df["prefix_cache"] = probe.numel, bool(probe.prefix_cache)
         out.append((split, df))
         if on_part is not None:
             on_part(ck, quantity, split, df)
