@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       ("radius-sigma", float, 1e-3, "certified radius noise std"),
                                       ("seed", int, 0, "seed of every random vector")):
         p.add_argument("--" + name, type=kind, default=default, help=f"{what} (default {default})")
+    p.add_argument("--lanczos-memory", default="auto", choices=["auto", "full", "low"],
+                   help="top_eig: full float64 basis, low = thick-restart Lanczos (a few vectors), auto = low when "
+                        "the full basis would take over a quarter of the budget")
     p.add_argument("--prefix-cache", default="auto", choices=["auto", "on", "off"],
                    help="run losses and HVPs from a cached frozen prefix (auto: whenever --params leaves the early "
                         "layers frozen)")
@@ -321,7 +324,7 @@ def _cmd_landscape(a) -> int:
         lanczos_iter=a.lanczos_iter, trace_queries=a.trace_queries, density_steps=a.density_steps,
         density_vectors=a.density_vectors, sharpness_rho=a.sharpness_rho, sharpness_samples=a.sharpness_samples,
         slice_points=a.slice_points, radius_samples=a.radius_samples, radius_sigma=a.radius_sigma, seed=a.seed,
-        prefix_cache={"auto": None, "on": True, "off": False}[a.prefix_cache])
+        prefix_cache={"auto": None, "on": True, "off": False}[a.prefix_cache], lanczos_memory=a.lanczos_memory)
     print(f"{len(table)} rows in {Path(a.out) / 'landscape.parquet'}; report: {Path(a.out) / 'report.md'}")
     return 0
 

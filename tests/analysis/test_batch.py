@@ -258,3 +258,17 @@ def test_late_layer_params_use_the_prefix_cache_with_the_same_numbers(ckpts, tmp
     assert auto["prefix_cache"].all() and not off["prefix_cache"].any()
     np.testing.assert_allclose(_table(auto)["value"], _table(off)["value"], rtol=1e-4)
     assert set(auto["n_params"]) == set(off["n_params"]) and auto["n_params"].iloc[0] < 20000
+
+
+def test_low_memory_lanczos_gives_the_full_eigenvalues(ckpts, tmp_path):
+    _, paths = ckpts
+    kw = dict(quantities="top_eig", data="forget", progress=False, k=2, lanczos_iter=40, examples=4, report=False)
+    full = batch.landscape_report(paths[:1], out=tmp_path / "a", lanczos_memory="full", **kw)
+    low = batch.landscape_report(paths[:1], out=tmp_path / "b", lanczos_memory="low", **kw)
+    assert set(low["setting_memory"]) == {"low"} and "setting_window" not in full  # full: the classic solver
+    np.testing.assert_allclose(_table(low)["value"], _table(full)["value"], rtol=1e-6)
+    ck = batch.find_checkpoints(paths[:1])[0]
+    s = batch.BatchSettings(quantities=("top_eig",), lanczos_iter=40, k=2).validate()
+    n = 10 ** 6
+    assert batch._lanczos_mode(s, n, budget=10 ** 12) == "full" and batch._lanczos_mode(s, n, budget=10 ** 8) == "low"
+    assert batch.solver_bytes("top_eig", n, s, 10 ** 8) < batch.solver_bytes("top_eig", n, s, 10 ** 12) / 2

@@ -102,6 +102,7 @@ class BatchSettings:
     radius_alpha: float = 0.001
     seed: int = 0
     prefix_cache: Optional[bool] = None  # None: on when ``params`` leaves a frozen prefix (late layers)
+    lanczos_memory: str = "auto"  # "full" basis, "low" (thick restart), "auto": low when full does not fit
 
     def validate(self) -> "BatchSettings":
         unknown = [q for q in self.quantities if q not in QUANTITIES]
@@ -130,6 +131,8 @@ class BatchSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
+        if self.lanczos_memory not in ("auto", "full", "low"):
+            raise ConfigError(f"lanczos_memory must be auto, full or low, got {self.lanczos_memory!r}")
         if not 0 < self.radius_alpha < 1:
             raise ConfigError(f"radius_alpha must be in (0, 1), got {self.radius_alpha!r}")
         return self
@@ -372,8 +375,8 @@ def _measure(quantity: str, probe, base, s: BatchSettings) -> List[pd.DataFrame]
     from optigrade import landscape as ls
 
     if quantity == "top_eig":
-        return [ls.top_eigenvalues(probe, k=s.k, max_iter=s.lanczos_iter, seed=s.seed,
-                                   return_vectors=False).to_frame()]
+        return [ls.top_eigenvalues(probe, k=s.k, max_iter=s.lanczos_iter, seed=s.seed, return_vectors=False,
+                                   memory=_lanczos_mode(s, probe.numel, None)).to_frame()]  # resolved by the plan
     if quantity == "trace":
         return [ls.hutchpp_trace(probe, s.trace_queries, seed=s.seed).to_frame()]
     if quantity == "density":
@@ -470,18 +473,28 @@ def _passes(q: str, s: BatchSettings, has_base: bool) -> Tuple[int, int]:
             "radius": (0, s.radius_samples + 2), "loss_change": (1, 3)}[q]
 
 
-def solver_bytes(q: str, n: int, s: BatchSettings) -> int:
+def _lanczos_mode(s: BatchSettings, n: int, budget: Optional[int]) -> str:
+    """The Lanczos memory mode: the setting, or with "auto" the full basis when it takes at most
+    a quarter of ``budget`` (default: of the available memory), else thick restart ("low")."""
+    if s.lanczos_memory != "auto":
+        return s.lanczos_memory
+    from optigrade.landscape.spectra import eigen_memory_bytes
+
+    limit = budget if budget is not None else (available_memory_bytes() or 8 * 10 ** 9)
+    return "full" if eigen_memory_bytes(n, s.k, s.lanczos_iter, "full") <= limit // 4 else "low"
+
+
+def solver_bytes(q: str, n: int, s: BatchSettings, budget: Optional[int] = None) -> int:
     """Bytes a quantity's solver holds next to the model for a Probe of ``n`` parameters:
     Lanczos keeps its float64 basis (``lanczos_iter`` × n × 8, or what
     :func:`optigrade.landscape.spectra.eigen_memory_bytes` reports), Hutch++ its sketch S, the
     products Y = HS and Q of Y's QR (3 × trace_queries/3 float64 columns) and six working
     vectors, SLQ one run's basis; the rest a few float64 vectors."""
-    from optigrade.landscape import spectra
+    from optigrade.landscape.spectra import eigen_memory_bytes
 
     vec = 8 * n
-    fn = getattr(spectra, "eigen_memory_bytes", None)
     if q == "top_eig":
-        return int(fn(n, s.k, s.lanczos_iter)) if fn is not None else (s.lanczos_iter + 4) * vec
+        return int(eigen_memory_bytes(n, s.k, s.lanczos_iter, _lanczos_mode(s, n, budget)))
     if q == "trace":  # the sketch S, Y = H·S and its QR factor Q (LAPACK works on a copy of Y), each m = n/3 columns
         return (3 * (s.trace_queries // 3) + 6) * vec
     if q == "density":
@@ -533,9 +546,10 @@ def estimate(checkpoints: Sequence[Checkpoint], s: BatchSettings, *, budget: Opt
     rows = []
     for q in s.quantities:
         hvp, loss = _passes(q, s, base is not None)
-        sb = solver_bytes(q, n, s)
+        sb = solver_bytes(q, n, s, limit)
         per = hvp * t_hvp + loss * t_loss
-        rows.append(dict(quantity=q, n_params=n, hvps_per_split=hvp, losses_per_split=loss, solver_bytes=sb,
+        rows.append(dict(quantity=q, note=f"{_lanczos_mode(s, n, limit)} Lanczos basis" if q == "top_eig" else "",
+                         n_params=n, hvps_per_split=hvp, losses_per_split=loss, solver_bytes=sb,
                          peak_bytes=fixed + sb, seconds_per_split=per,
                          seconds_total=per * len(s.data) * len(checkpoints)))
     plan = pd.DataFrame(rows)
@@ -547,8 +561,11 @@ def estimate(checkpoints: Sequence[Checkpoint], s: BatchSettings, *, budget: Opt
                 f"{r['quantity']} needs about {r['peak_bytes'] / 1e9:.2f} GB (model and base "
                 f"{fixed / 1e9:.2f} GB + solver {r['solver_bytes'] / 1e9:.2f} GB for {n:,} parameters), over the "
                 f"budget {limit / 1e9:.2f} GB; measure a subset (--params, e.g. 'layers\\.(2[4-9])\\.'), fewer "
-                "iterations (--lanczos-iter, --trace-queries, --density-steps) or raise --budget")
-    plan.attrs.update(t_loss=t_loss, t_grad=t_grad, t_hvp=t_hvp, budget=limit)
+                "iterations (--lanczos-iter, --trace-queries, --density-steps)"
+                + (", --lanczos-memory low (thick restart: a few vectors)" if r["quantity"] == "top_eig"
+                   and s.lanczos_memory == "full" else "") + " or raise --budget")
+    plan.attrs.update(t_loss=t_loss, t_grad=t_grad, t_hvp=t_hvp, budget=limit,
+                      lanczos_memory=_lanczos_mode(s, n, limit))
     return plan
 
 
@@ -558,7 +575,8 @@ def format_plan(plan: pd.DataFrame, n_checkpoints: int, n_splits: int) -> str:
              f"HVP {plan.attrs.get('t_hvp', float('nan')):.3f} s"]
     for r in plan.to_dict("records"):
         lines.append(f"  {r['quantity']:<12} {r['hvps_per_split']:>5} HVPs + {r['losses_per_split']:>4} losses per split, "
-                     f"peak ≈ {r['peak_bytes'] / 1e6:,.0f} MB, ≈ {r['seconds_total']:.0f} s in all")
+                     f"peak ≈ {r['peak_bytes'] / 1e6:,.0f} MB, ≈ {r['seconds_total']:.0f} s in all"
+                     + (f" ({r['note']})" if r.get("note") else ""))
     total = float(plan["seconds_total"].sum())
     lines.append(f"  total ≈ {total / 60:.1f} min on one worker"
                  + (f"; budget {plan.attrs['budget'] / 1e9:.2f} GB" if plan.attrs.get("budget") else ""))
@@ -741,6 +759,9 @@ def landscape_report(checkpoints: Sequence, *, quantities: Sequence[str] = ("top
                 materialize(ck)
             plan = estimate(cks, s, budget=budget_b)
         _check_settings(out, s.to_dict(), cks, resume, overwrite)
+        from dataclasses import replace
+
+        s = replace(s, lanczos_memory=plan.attrs["lanczos_memory"])  # "auto" resolved once, for every task
         handler = logging.FileHandler(out / "landscape.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)

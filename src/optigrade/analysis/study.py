@@ -485,7 +485,7 @@ def _toy():
     return cfg, bench, model
 
 
-@dataclass
+@dataclass(repr=False)
 class StudyResult:
     """What :func:`run_study` returns: the output directory, the tidy ``results`` (one row per
     run × subject × data × quantity), the ``summary`` over seeds, the run ids computed / reused
@@ -502,6 +502,35 @@ class StudyResult:
     skipped: List[str]
     seconds: float
     capped: List[str]
+
+    def __repr__(self) -> str:
+        """One line: where, how many runs computed / reused / not matched, rows, time.
+
+            >>> StudyResult(Path("runs/x"), pd.DataFrame({"a": [1]}), None, ["a", "b"], ["c"], 61.0, ["b"])
+            StudyResult(out=runs/x, runs computed 2 / reused 1, not at matched forgetting 1, 1 result rows, 1.0 min)
+        """
+        n = len(self.results) if self.results is not None else 0
+        return (f"StudyResult(out={self.out}, runs computed {len(self.computed)} / reused {len(self.skipped)}, "
+                f"not at matched forgetting {len(self.capped)}, {n} result rows, {self.seconds / 60:.1f} min)")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy results (one row per run × subject × data × quantity)."""
+        return self.results
+
+    def _repr_html_(self) -> str:
+        head = f"<b>StudyResult</b> {self.out}: {len(self.computed)} runs computed, {len(self.skipped)} reused, " \
+               f"{len(self.capped)} not at matched forgetting, {self.seconds / 60:.1f} min"
+        if self.summary is None or not len(self.summary):
+            return head
+        from .report import markdown_summary
+
+        try:
+            md = markdown_summary(self.summary)
+        except Exception:  # a partial summary: the header alone
+            return head
+        import html
+
+        return head + f"<pre>{html.escape(md[:4000])}</pre>"
 
 
 def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):

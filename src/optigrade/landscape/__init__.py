@@ -32,7 +32,7 @@ from .sharpness import (SharpnessResult, average_sharpness, pac_bayes_flatness, 
 from .slices import (Slice1D, Slice2D, interpolate, mode_connectivity, random_direction,
                      slice_1d, slice_2d)
 from .spectra import (BlockSpectra, Density, EigenResult, TraceResult, block_spectra,
-                      hutchinson_trace, hutchpp_trace, lanczos, spectral_density,
+                      eigen_memory_bytes, hutchinson_trace, hutchpp_trace, lanczos, spectral_density,
                       top_eigenvalues)
 from .theory import (quantization_loss_check, relearn_step_check, smoothing_gap_check,
                      zo_gradient_check)
@@ -42,7 +42,7 @@ __all__ = [
     "Probe", "Cost", "causal_lm_loss", "PRESETS", "layer_pattern",
     # spectra
     "top_eigenvalues", "hutchinson_trace", "hutchpp_trace", "spectral_density",
-    "block_spectra", "lanczos", "EigenResult", "TraceResult", "Density", "BlockSpectra",
+    "block_spectra", "lanczos", "eigen_memory_bytes", "EigenResult", "TraceResult", "Density", "BlockSpectra",
     # sharpness
     "worst_case_sharpness", "average_sharpness", "sam_sharpness", "pac_bayes_flatness",
     "SharpnessResult",

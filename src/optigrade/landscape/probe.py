@@ -92,6 +92,8 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, i
     """
     labels = _labels(batch)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if getattr(model, "sparse_head", False):  # a PrefixCache: the head at counted positions only
+        inputs["logits_at"] = labels
     return summed_nll(model(**inputs).logits, labels)
 
 
@@ -475,7 +477,31 @@ class Probe:
 
     def reset_counters(self) -> None:
         """Set the evaluation counters behind :meth:`cost` back to zero."""
+        if hasattr(self._spent, "reset"):  # inside progress(): keep the bar's counters
+            self._spent.reset()
+            return
         self._spent = {"loss": 0, "grad": 0, "hvp": 0}
+
+    def progress(self, total: int | None = None, desc: str = "", enabled: bool = True):
+        """Context manager: a tqdm bar on stderr that ticks once per loss / gradient / HVP pass
+        this Probe makes inside the block (the passes :meth:`cost` counts; a subset Probe's
+        passes are its own), with ETA = (total − done)/rate when ``total`` is given.  Yields
+        the bar (``bar.n`` = passes so far); ``enabled=False`` prints nothing.
+
+        >>> import io, contextlib
+        >>> from optigrade.landscape._examples import least_squares
+        >>> probe, _ = least_squares()
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err), probe.progress(3, "passes") as bar:
+        ...     _ = probe.loss(), probe.grad(), probe.hvp(torch.ones(4, dtype=torch.float64))
+        >>> bar.n, "3/3" in err.getvalue()
+        (3, True)
+
+        Raises:
+            ValueError: ``total`` not None or an integer >= 0.
+        """
+        from ._progress import pass_bar
+        return pass_bar(self, total, desc, enabled)
 
     def as_linear_operator(self, mode: str | None = None):
         """H as a :class:`scipy.sparse.linalg.LinearOperator` (float64 numpy in and out)."""

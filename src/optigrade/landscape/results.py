@@ -8,13 +8,11 @@ pyplot state that Jupyter shows inline (it has a ``_repr_png_``).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from .._tables import Result
 from .probe import Cost
@@ -25,28 +23,7 @@ __all__ = ["EigenResult", "TraceResult", "Density", "BlockSpectra", "SharpnessRe
 CURVATURE = "loss/param^2"
 
 
-class InlineFigure(Figure):
-    """A Figure on an Agg canvas (no pyplot state: safe in scripts, tests and threads) that
-    Jupyter displays inline through ``_repr_png_``; a plain ``Figure`` made without pyplot
-    shows only as text there."""
-
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
-
-
-def new_figure(**kw) -> InlineFigure:
-    """An :class:`InlineFigure` with an Agg canvas; ``kw`` go to ``Figure``.
-
-    >>> fig = new_figure(figsize=(2, 2)); _ = fig.add_subplot(111).plot([0, 1])
-    >>> fig._repr_png_()[:4]
-    b'\\x89PNG'
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = InlineFigure(**kw)
-    FigureCanvasAgg(fig)
-    return fig
+from .._figure import InlineFigure, new_figure  # noqa: E402,F401 - re-exported (the floor holds them)
 
 
 def _sem(x: float) -> str:

@@ -22,6 +22,7 @@ from .probe import Cost, Probe
 from .results import BlockSpectra, Density, EigenResult, TraceResult
 
 WHICH = ("LA", "SA", "LM")
+MEMORY = ("full", "low")
 
 
 def _matvec(probe: Probe):
@@ -86,10 +87,148 @@ def _order(theta, which):
     return np.argsort(-np.abs(theta))
 
 
+def low_memory_window(k: int, max_iter: int) -> int:
+    """Basis vectors the low-memory solver holds at once: W = min(max_iter, k + max(k, 8)).
+
+    W − 1 − keep new Lanczos directions are added per restart cycle (keep: below)."""
+    return int(min(max_iter, k + max(k, 8)))
+
+
+def _keep(k: int, window: int) -> int:
+    """Ritz vectors kept at a restart: the k wanted plus half of the rest of the window, so
+    each cycle adds ≥ (W − k)/2 − 1 new directions (Wu & Simon 2000 keep about half)."""
+    return min(window - 1, k + (window - k) // 2)
+
+
+def eigen_memory_bytes(n_params: int, k: int, max_iter: int, memory: str = "full",
+                       dtype_bytes: int = 8) -> int:
+    """Peak bytes :func:`top_eigenvalues` itself holds (basis, Ritz vectors, working vectors;
+    not the model, its activations or the HVP's own temporaries), n = ``n_params``:
+
+        full:  (min(max_iter, n) + max(k, 4)) · n · dtype_bytes
+               the whole basis Q (m × n) plus q_j, w and two temporaries of the
+               Gram–Schmidt update, or the k returned eigenvectors at the end;
+        low:   (W + k) · n · dtype_bytes,  W = min(max_iter, n, k + max(k, 8))
+               the window V (W × n) plus the k returned eigenvectors (during the iteration the
+               window plus one working vector w; restarts rotate V in place in column chunks).
+
+    The solver works in float64 (``dtype_bytes=8``).  SmolLM2-135M's 134.5M parameters with
+    k = 3, max_iter = 300: full 327 GB, low 15 GB (W + k = 14 vectors of 1.08 GB).
+
+    >>> eigen_memory_bytes(1000, k=2, max_iter=30), eigen_memory_bytes(1000, 2, 30, "low")
+    (272000, 96000)
+
+    Raises:
+        ValueError: a non-positive size or an unknown ``memory``.
+    """
+    for name, v in (("n_params", n_params), ("k", k), ("max_iter", max_iter),
+                    ("dtype_bytes", dtype_bytes)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if memory not in MEMORY:
+        raise ValueError(f"memory must be one of {MEMORY}, got {memory!r}")
+    if memory == "full":
+        return int((min(max_iter, n_params) + max(k, 4)) * n_params * dtype_bytes)
+    window = min(low_memory_window(k, max_iter), n_params)
+    return int((window + k) * n_params * dtype_bytes)
+
+
+def _estimated_error(theta, res, idx):
+    """Per wanted Ritz value, min(r_i, r_i²/gap_i), gap_i = distance to the nearest other
+    Ritz value: the Kato–Temple bound with the (unknown) spectral gap estimated from T."""
+    out = np.empty(len(idx))
+    for a, i in enumerate(idx):
+        others = np.delete(theta, i)
+        gap = np.abs(others - theta[i]).min() if len(others) else np.inf
+        out[a] = min(res[a], res[a] ** 2 / gap) if gap > 0 else res[a]
+    return out
+
+
+class _Stop:
+    """The stopping rule shared by both memory modes; call with the Ritz values θ, the last
+    row of T's eigenvectors and β_j, returns (wanted indices, residuals, converged flags)."""
+
+    def __init__(self, k, which, tol, rtol):
+        self.k, self.which, self.tol, self.rtol, self.prev = k, which, tol, rtol, None
+
+    def __call__(self, theta, s_last, b):
+        idx = _order(theta, self.which)[:self.k]
+        res = np.abs(b * s_last[idx])
+        if self.rtol is None:
+            return idx, res, res <= self.tol * _scale(theta)
+        cur, prev = theta[idx], self.prev
+        self.prev = cur
+        fresh = prev is None or len(prev) != len(cur)
+        change = np.full(len(cur), np.inf) if fresh else np.abs(cur - prev)
+        bound = self.rtol * np.abs(cur)
+        self.last = (len(theta), (_estimated_error(theta, res, idx) <= bound) & (change <= bound))
+        return idx, res, self.last[1]
+
+    def final(self, theta, s_last, b):
+        """Converged flags at the last step, reusing the evaluation made there (if any)."""
+        last = getattr(self, "last", None)
+        return last[1] if last is not None and last[0] == len(theta) else self(theta, s_last, b)[2]
+
+
+def _thick_restart(matvec, v0: torch.Tensor, stop: _Stop, *, window: int, max_iter: int,
+                   vectors: bool, breakdown: float = 1e-12, chunk: int = 1 << 16):
+    """Thick-restart Lanczos (Wu & Simon 2000) holding at most ``window`` basis vectors.
+
+    Keeps the Krylov–Schur decomposition H V_j = V_j T_j + w e_jᵀ (V_j: rows v_1..v_j,
+    orthonormal; w ⟂ V_j): each step w = H v_j is orthogonalized twice against all held rows,
+    the projections fill column j of T (so T is exact Vᵀ H V, arrow-shaped after a restart),
+    β_j = ‖w‖.  When the window is full, the ``keep`` best Ritz vectors Y = V S_keep replace V
+    (in place, in column chunks), T becomes diag(θ_keep) and v_{keep+1} = w/β; the couplings
+    β s_{j,i} reappear as the projections of the next H v_{keep+1}.  Ritz residuals stay
+    ‖H y_i − θ_i y_i‖ = β_j |s_{j,i}| exactly (up to rounding), as in unrestarted Lanczos.
+    Returns (θ_wanted, Ritz vectors or None, residuals, converged, steps, restarts).
+    """
+    n = v0.numel()
+    W = max(2, min(window, n))
+    V = torch.empty(W, n, dtype=torch.float64)  # (W, n): the only basis storage
+    T = np.zeros((W, W))
+    torch.div(v0.to(torch.float64), float(v0.to(torch.float64).norm()), out=V[0])
+    j = steps = restarts = 0
+    while True:
+        w = matvec(V[j])  # (n,) float64, owned by the solver from here
+        steps += 1
+        h = V[:j + 1] @ w
+        w.addmv_(V[:j + 1].T, h, alpha=-1.0)
+        h2 = V[:j + 1] @ w
+        w.addmv_(V[:j + 1].T, h2, alpha=-1.0)
+        h += h2
+        T[:j + 1, j] = T[j, :j + 1] = h.numpy()
+        b = float(w.norm())
+        theta, S = np.linalg.eigh(T[:j + 1, :j + 1])
+        idx, res, conv = stop(theta, S[j], b)
+        dead = b <= breakdown * _scale(theta) or j + 1 >= n
+        if conv.all() or steps >= max_iter or dead:
+            if len(idx) < stop.k:
+                raise RuntimeError(f"Lanczos stopped at an invariant subspace of dimension "
+                                   f"{len(theta)} < k={stop.k}; try another seed")
+            del w
+            vecs = (torch.from_numpy(S[:, idx]).T @ V[:j + 1]).numpy() if vectors else None
+            return theta[idx], vecs, res, conv, steps, restarts
+        if j + 1 < W:
+            torch.div(w, b, out=V[j + 1])
+            j += 1
+            continue
+        keep = _keep(stop.k, W)  # the window is full: restart with the best Ritz vectors
+        best = _order(theta, stop.which)[:keep]
+        Sk = torch.from_numpy(np.ascontiguousarray(S[:, best].T))  # (keep, W)
+        for c in range(0, n, chunk):
+            V[:keep, c:c + chunk] = Sk @ V[:, c:c + chunk]
+        torch.div(w, b, out=V[keep])
+        T[:] = 0.0
+        T[np.arange(keep), np.arange(keep)] = theta[best]
+        j, restarts = keep, restarts + 1
+
+
 def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float = 1e-6,
                     max_iter: int = 300, seed: int = 0, return_vectors: bool = True,
                     method: str = "lanczos", backend: str = "native",
-                    pyhessian_max_iter: int = 100, pyhessian_tol: float = 1e-3) -> EigenResult:
+                    pyhessian_max_iter: int = 100, pyhessian_tol: float = 1e-3,
+                    memory: str = "full", rtol: float | None = None) -> EigenResult:
     """k extreme eigenvalues of H = ∇²L(θ) by Lanczos with full reorthogonalization.
 
     ``which``: "LA" largest algebraic, "SA" smallest algebraic, "LM" largest magnitude.
@@ -102,8 +241,29 @@ def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float =
     Probe data: it finds the largest-*magnitude* eigenvalues ("LM" only), stops at relative
     change < ``pyhessian_tol`` and reports no residual (residuals here are computed after).
 
+    ``memory`` (Lanczos only): ``"full"`` keeps the whole float64 basis Q (max_iter × n;
+    134M parameters × 100 steps ≈ 108 GB).  ``"low"`` runs thick-restart Lanczos (Wu & Simon
+    2000; equivalent to ARPACK's implicit restart with exact shifts) in a window of
+    W = min(max_iter, k + max(k, 8)) vectors: when the window is full, the k + ⌊(W−k)/2⌋ best
+    Ritz vectors are kept, the rest is discarded, and Lanczos continues from the residual.
+    Memory: :func:`eigen_memory_bytes` ((W + k)·n·8 bytes).  Error behaviour: the same
+    residual ‖Hy − θy‖ = |β_j s_{j,i}| and the same stopping rule, so the same accuracy at
+    convergence; up to W steps it *is* full Lanczos (same Ritz values up to rounding); after a
+    restart the discarded directions slow convergence (more HVPs than "full" for the same
+    tol, see ``settings["restarts"]``).  No ghost eigenvalues: every new direction is
+    orthogonalized (twice) against the whole window, and H y_i = θ_i y_i + b_i v holds (up to
+    rounding) for the kept Ritz vectors, so the discarded directions need no reorthogonalization.
+    Measured solver memory (RSS peak minus one HVP's) matches the formula within 20%
+    (tests/landscape/test_lowmem.py).
+    ``rtol``: stop instead when every wanted Ritz value's estimated relative error is ≤ rtol:
+    min(r_i, r_i²/gap_i) ≤ rtol·|θ_i| (Kato–Temple, gap_i = distance to the nearest other
+    Ritz value, an estimate of the true gap, so a heuristic rather than a guarantee) *and* θ_i
+    changed by ≤ rtol·|θ_i| in the last step; for comparisons at a given eigenvalue accuracy
+    (the residual rule is stricter).  ``converged`` then reports this rule.
+
     Raises:
-        ValueError: k ≤ 0 or k > number of parameters; unknown ``which``/``method``.
+        ValueError: k ≤ 0 or k > number of parameters; unknown ``which``/``method``/``memory``;
+            ``memory="low"`` or ``rtol`` with a method other than "lanczos"; rtol ≤ 0.
 
     Checked against the dense Hessian's ``eigvalsh``:
 
@@ -114,6 +274,8 @@ def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float =
     >>> np.allclose(r.eigenvalues, lam[::-1][:2], rtol=1e-5), bool(r.converged.all())
     (True, True)
     >>> np.allclose(top_eigenvalues(probe, 1, "SA", method="eigsh").eigenvalues, lam[0], rtol=1e-5)
+    True
+    >>> np.allclose(top_eigenvalues(probe, 2, memory="low").eigenvalues, lam[::-1][:2], rtol=1e-5)
     True
     """
     if not isinstance(k, (int, np.integer)) or k <= 0 or k > probe.numel:
@@ -132,15 +294,26 @@ def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float =
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}; the Lanczos / power-iteration step "
                              "cap, e.g. 300")
+    if memory not in MEMORY:
+        raise ValueError(f"memory must be one of {MEMORY}, got {memory!r}")
+    if rtol is not None and not (rtol > 0 and math.isfinite(rtol)):
+        raise ValueError(f"rtol must be None or a finite number > 0, got {rtol}")
+    if (memory == "low" or rtol is not None) and (method != "lanczos" or backend != "native"):
+        raise ValueError(f'memory="low" and rtol apply to method="lanczos", backend="native" only, '
+                         f'got method={method!r}, backend={backend!r}; drop them or use the Lanczos solver')
     if backend == "pyhessian" and which != "LM":
         raise ValueError('backend="pyhessian" (power iteration) finds the largest-magnitude '
                          'eigenvalues: use which="LM"')
     settings = dict(k=k, which=which, tol=tol, max_iter=max_iter, seed=seed, method=method,
                     backend=backend, n_params=probe.numel)
+    if memory != "full" or rtol is not None:  # recorded only when used: old settings unchanged
+        settings.update(memory=memory, rtol=rtol)
     if backend == "pyhessian":
         solve, opts = _eig_pyhessian, dict(max_iter=pyhessian_max_iter, tol=pyhessian_tol)
     else:
         solve, opts = _EIGEN[method], dict(tol=tol, max_iter=max_iter, vectors=return_vectors)
+        if method == "lanczos":
+            opts.update(memory=memory, rtol=rtol)
     vals, vecs, res, conv, cost, extra = solve(probe, k, which, seed=seed, **opts)
     settings.update(extra)
     return EigenResult(vals, vecs if return_vectors else None, res, conv, settings, cost)
@@ -161,16 +334,24 @@ def _scale(theta) -> float:
     return max(np.abs(theta).max(), 1e-300)
 
 
-def _eig_lanczos(probe, k, which, *, seed, tol, max_iter, vectors):
-    """Lanczos with full reorthogonalization until every wanted Ritz residual ≤ tol·scale."""
+def _eig_lanczos(probe, k, which, *, seed, tol, max_iter, vectors, memory="full", rtol=None):
+    """Lanczos until every wanted Ritz residual ≤ tol·scale (or the ``rtol`` rule), with the
+    whole basis (``memory="full"``) or thick restarts in a small window (``"low"``)."""
     start = probe.cost()
+    stop = _Stop(k, which, tol, rtol)
+    if memory == "low":
+        window = min(low_memory_window(k, max_iter), probe.numel)
+        vals, vecs, res, conv, steps, restarts = _thick_restart(
+            _matvec(probe), _start_vector(probe, seed), stop, window=window,
+            max_iter=max_iter, vectors=vectors)
+        return (vals, vecs, res, conv, probe.cost() - start,
+                dict(lanczos_steps=steps, window=window, restarts=restarts))
 
     def done(alpha, beta, j):
         if j + 1 < k:
             return False
         theta, s = _ritz(alpha, beta)
-        idx = _order(theta, which)[:k]
-        return bool(np.all(np.abs(beta[-1] * s[-1, idx]) <= tol * _scale(theta)))
+        return bool(stop(theta, s[-1], beta[-1])[2].all())
 
     alpha, beta, Q = lanczos(_matvec(probe), _start_vector(probe, seed), max_iter, callback=done)
     theta, s = _ritz(alpha, beta)
@@ -179,8 +360,9 @@ def _eig_lanczos(probe, k, which, *, seed, tol, max_iter, vectors):
         raise RuntimeError(f"Lanczos stopped at an invariant subspace of dimension {len(theta)} "
                            f"< k={k}; try another seed")
     res = np.abs(beta[-1] * s[-1, idx])
+    conv = res <= tol * _scale(theta) if rtol is None else stop.final(theta, s[-1], beta[-1])
     vecs = (torch.from_numpy(s[:, idx]).T @ Q).numpy() if vectors else None
-    return (theta[idx], vecs, res, res <= tol * _scale(theta), probe.cost() - start,
+    return (theta[idx], vecs, res, conv, probe.cost() - start,
             dict(lanczos_steps=len(alpha)))
 
 

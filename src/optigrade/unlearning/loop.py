@@ -66,7 +66,7 @@ class RunDiverged(RuntimeError):
         self.result = result
 
 
-@dataclass
+@dataclass(repr=False)
 class UnlearnResult:
     """What a run produced: the model (modified in place, kept here), the per-step log, why it
     stopped, and the metrics after (and, when the caller scored the start, before) the run.
@@ -110,6 +110,75 @@ class UnlearnResult:
     @property
     def diverged(self) -> bool:
         return self.stop_reason == "diverged"
+
+    # ------------------------------------------------------------------ notebook surface
+    def _headline(self) -> str:
+        parts = []
+        for k in ("forget_acc", "retain_acc", "heldout_acc", "general_ppl"):
+            if k in self.metrics:
+                b = self.metrics_before.get(k)
+                parts.append(f"{k} {b:.3g}→{self.metrics[k]:.3g}" if b is not None else f"{k} {self.metrics[k]:.3g}")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        """One line: steps, why it stopped, matched, the headline metrics, cost (never the model).
+
+            >>> import pandas as pd, torch
+            >>> r = UnlearnResult(torch.nn.Linear(2, 2), pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5],
+            ...                   "n_loss": [2, 4], "n_grad": [0, 0]}), steps=2, stop_reason="target",
+            ...                   metrics={"forget_acc": 0.1}, metrics_before={"forget_acc": 1.0}, seconds=1.5,
+            ...                   matched=True)
+            >>> r
+            UnlearnResult(steps=2, stop=target, matched=True, forget_acc 1→0.1, 4 loss / 0 grad passes, 1.5 s, Linear 6 params)
+            >>> r.to_frame()[["quantity", "value", "subject"]].values.tolist()
+            [['forget_acc', 1.0, 'original'], ['forget_acc', 0.1, 'unlearned']]
+        """
+        n = sum(p.numel() for p in self.model.parameters()) if self.model is not None else 0
+        cost = ""
+        if self.log is not None and len(self.log) and "n_loss" in self.log:
+            cost = f", {int(self.log['n_loss'].iloc[-1])} loss / {int(self.log['n_grad'].iloc[-1])} grad passes"
+        head = self._headline()
+        return (f"UnlearnResult(steps={self.steps}, stop={self.stop_reason}, matched={self.matched}"
+                + (f", {head}" if head else "") + cost + f", {self.seconds:.1f} s, {type(self.model).__name__} "
+                f"{n:,} params)")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The metrics before ("original") and after ("unlearned") as tidy rows
+        (:data:`optigrade._tables.SCHEMA`)."""
+        from .._tables import rows_to_frame
+
+        rows = [dict(subject=subj, quantity=k, value=float(v), unit="probability" if k.endswith("_acc") else "")
+                for subj, m in (("original", self.metrics_before), ("unlearned", self.metrics)) for k, v in m.items()
+                if isinstance(v, (int, float))]
+        return rows_to_frame(rows, {"steps": self.steps, "stop_reason": self.stop_reason})
+
+    def _repr_html_(self) -> str:
+        body = "".join(f"<tr><td>{k}</td><td>{self.metrics_before.get(k, float('nan')):.4g}</td><td>{v:.4g}</td></tr>"
+                       for k, v in self.metrics.items() if isinstance(v, (int, float)))
+        return (f"<b>UnlearnResult</b>: {self.steps} steps, stopped on <i>{self.stop_reason}</i>, matched = "
+                f"{self.matched} {self.match_reason}, {self.seconds:.1f} s<table><tr><th>metric</th><th>before</th>"
+                f"<th>after</th></tr>{body}</table>")
+
+    def plot(self):
+        """Loss and the evaluated metrics against the step (a Figure that displays inline)."""
+        from .._figure import new_figure
+
+        fig = new_figure(figsize=(7, 3))
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.plot(self.log["step"], self.log["loss"], lw=1)
+        ax1.set_xlabel("step")
+        ax1.set_ylabel("objective loss (forget batch)")
+        ev = self.log.dropna(subset=[c for c in ("forget_acc",) if c in self.log])
+        for k, c in (("forget_acc", "#D55E00"), ("retain_acc", "#0072B2")):
+            if k in ev:
+                ax2.plot(ev["step"], ev[k], marker="o", ms=3, color=c, label=k.replace("_acc", " accuracy"))
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("accuracy")
+        ax2.set_ylim(-0.02, 1.02)
+        if ev.shape[0]:
+            ax2.legend(fontsize=8)
+        fig.suptitle(f"{self.steps} steps, stopped on {self.stop_reason}", fontsize=9)
+        return fig
 
     def summary(self) -> dict:
         """The run's outcome as JSON-able values (the default manifest)."""
