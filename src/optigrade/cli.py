@@ -9,6 +9,7 @@
     optigrade report DIR [--markdown]    the summary tables of a finished study
     optigrade landscape CKPT... --quantities top_eig,trace --data both --out DIR [--resume]
                                          batch sharpness report over many checkpoints
+    optigrade figures RESULTS_DIR --out DIR   every paper figure whose data the results hold (PNG + PDF)
 
 Every flag is validated before any model is loaded; errors print one line naming the bad
 value and the fix, and exit with status 2.
@@ -164,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache", default="auto", choices=["auto", "on", "off"],
                    help="run losses and HVPs from a cached frozen prefix (auto: whenever --params leaves the early "
                         "layers frozen)")
+
+    p = sub.add_parser("figures", help="the paper's figures from a study or landscape results directory")
+    p.add_argument("results", metavar="RESULTS_DIR", help="a study directory (results.parquet) or a landscape report "
+                                                          "directory (landscape.parquet)")
+    p.add_argument("--out", required=True, help="where the PNG and PDF files go")
+    p.add_argument("--dpi", type=int, default=150, help="PNG resolution (default 150)")
     return ap
 
 
@@ -329,6 +336,21 @@ def _cmd_landscape(a) -> int:
     return 0
 
 
+def _cmd_figures(a) -> int:
+    from .figures import write_all
+
+    if a.dpi < 20:
+        raise ConfigError(f"--dpi must be >= 20, got {a.dpi}")
+    try:
+        status = write_all(a.results, a.out, dpi=a.dpi)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    for name, st in status:
+        print(f"{name:<18} {st}")
+    print(f"{sum(st == 'written' for _, st in status)} of {len(status)} figures written to {a.out}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``optigrade ARGV``; returns the exit status (2, with one line on stderr naming the bad
     value and the fix, when input is refused).
@@ -347,7 +369,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
                "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report,
-               "landscape": _cmd_landscape}[args.cmd]
+               "landscape": _cmd_landscape, "figures": _cmd_figures}[args.cmd]
     try:
         return handler(args)
     except (ConfigError, ModelLoadError, FileExistsError) as e:
