@@ -286,7 +286,9 @@ def _cmd_study(a) -> int:
         raise ConfigError(f"--threads must be >= 1, got {a.threads}")
     out = a.out or f"runs/{cfg.name}"
     kw = {} if a.threads is None else {"threads": a.threads}
-    res = run_study(cfg, out, resume=a.resume, overwrite=a.overwrite, **kw)
+    from .demo import study_figures
+
+    res = run_study(cfg, out, resume=a.resume, overwrite=a.overwrite, figures=study_figures, **kw)
     print_summary(res, cfg)
     return 0
 

@@ -52,6 +52,14 @@ def demo_config(quick: bool = False, model: str = "tiny"):
     return load_config(config_path(CONFIGS[(model, bool(quick))]))
 
 
+def study_figures(out, results=None) -> None:
+    """Draw every figure a study's tables support into ``OUT/figures`` (the report embeds the
+    headline ones); ``results``: the tidy results in memory (before the study is sealed)."""
+    from .figures import write_all
+
+    write_all(out, Path(out) / "figures", results=results)
+
+
 def run_demo(out=None, quick: bool = False, overwrite: bool = False, progress: bool = True,
              resume: bool = True, base=None, benchmark=None, model: str = "tiny", device=None, dtype=None):
     """Run the demo study into ``out`` (default ``runs/demo`` / ``runs/smollm2``; finished runs
@@ -80,6 +88,6 @@ def run_demo(out=None, quick: bool = False, overwrite: bool = False, progress: b
         cfg.dtype = dtype
     out = out or ("runs/demo" if model == "tiny" else "runs/smollm2") + ("-quick" if quick else "")
     res = run_study(cfg, out, resume=resume and not overwrite, overwrite=overwrite, progress=progress,
-                    base=base, benchmark=benchmark)
+                    base=base, benchmark=benchmark, figures=study_figures)
     print_summary(res, cfg)
     return res

@@ -114,7 +114,10 @@ def test_markdown_and_html_have_the_same_sections(tmp_path):
     titles = re.findall(r"^## (.+)$", text, flags=re.M)
     assert titles == [t.replace("&#x27;", "'") for t in re.findall(r"<h2>(.+?)</h2>", page)]
     assert len(titles) == 3 + 4 + 1  # setup, matched, sentences; four metrics of npo (no diagnostics); Explain
-    assert titles[-1] == "Explain" and "Not run: the table predates the tidy schema" in text
+    # the answer first, then Explain, then the other tables; setup and bookkeeping in the appendix
+    assert titles[0].startswith("What the numbers say") and titles[1].startswith("npo: forget accuracy")
+    assert titles[2] == "Explain" and "Not run: the table predates the tidy schema" in text
+    assert titles[-2].startswith("Appendix: Setup") and titles[-1].startswith("Appendix: Matched forgetting")
     assert text.count("\n|---") + text.count("_(no rows)_") == page.count("<table") == 1 + 4  # matched + 4 metrics
     assert "(eval_retain=7)" in text and "wall time 1.5 s" in text
     assert "_(no rows)_" in text  # forget_para_acc / general_ppl are not in the toy
@@ -183,3 +186,24 @@ def test_readme_block_of_a_study_run_here_and_its_check(tmp_path, small_bench, s
     assert "out of date" in capsys.readouterr().out
     assert update_readme(out, readme)  # rewriting restores the generated block
     assert readme.read_text() == text and not update_readme(out, readme, check=True)
+
+
+def test_report_opens_with_the_headline_figures_and_greys_unmatched_rows(tmp_path):
+    res = _toy_results()
+    (tmp_path / "figures").mkdir()
+    for stem in ("magnitude", "forget_utility", "curves"):
+        (tmp_path / "figures" / f"{stem}.png").write_bytes(b"\x89PNG")
+    md = write_report(tmp_path, res, summarize(res), NS(model="tiny", eval_retain=7), {"name": "toy"})
+    text, page = md.read_text(), (tmp_path / "report.html").read_text()
+    imgs = re.findall(r"!\[[^]]*\]\((figures/[^)]+)\)", text)
+    assert imgs == ["figures/forget_utility.png", "figures/magnitude.png"]  # headline ones only, in order
+    assert text.index("figures/forget_utility.png") < text.index("## ")
+    assert re.findall(r"<img src='([^']+)'", page) == imgs and page.index("<img") < page.index("<h2>")
+    from optigrade.analysis.report import _styled
+
+    styled = _styled(pd.DataFrame({"optimizer": ["adam", "zo-sgd"], "steps": ["12", "40 (2/3 not matched)"],
+                                   "value": [0.125, float("nan")]}))
+    rows = re.findall(r"<tr>(.*?)</tr>", styled, flags=re.S)
+    grey_ids = re.search(r"([^{]*)\{\s*color: #999;", styled).group(1)
+    assert "row1_col0" in grey_ids and "row0_col" not in grey_ids  # the unmatched row, all of it, only it
+    assert ">0.125<" in styled and ">–<" in styled and len(rows) == 3

@@ -24,7 +24,7 @@ import html
 from math import nan
 import sys
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -831,8 +831,38 @@ def _sections(results: pd.DataFrame, summary: pd.DataFrame, cfg=None, meta: Opti
     return sections
 
 
-def _markdown(sections: List[_Section]) -> str:
+#: the figures a report opens with, when ``OUT/figures`` holds them (``optigrade figures`` / the study's hook)
+HEADLINE_FIGURES = (("forget_utility", "Forgetting and utility before and after each attack"),
+                    ("magnitude", "Recovery against displacement: grades and controls together"))
+
+
+def _reordered(sections: List[_Section]) -> List[_Section]:
+    """The answer first (the reading, each objective's forget-accuracy table, the grade-or-magnitude
+    reading), then Explain, then the detailed tables; setup and bookkeeping in an appendix."""
+    def pick(pred):
+        return [s for s in sections if pred(s.title)]
+    first = pick(lambda t: t.startswith("What the numbers say"))
+    first += pick(lambda t: ": forget accuracy ↓ before/after" in t or t.endswith("grade or magnitude? the reading"))
+    explain = pick(lambda t: t.startswith("Explain"))
+    appendix = pick(lambda t: t.startswith(("Setup", "Matched forgetting")))
+    taken = {id(s) for s in first + explain + appendix}
+    rest = [s for s in sections if id(s) not in taken]
+    return first + explain + rest + [s._replace(title=f"Appendix: {s.title}") for s in appendix]
+
+
+def _figures(out: Path) -> List[Tuple[str, str]]:
+    """(relative path, caption) of the headline figures present in ``OUT/figures``."""
+    found = []
+    for stem, caption in HEADLINE_FIGURES:
+        for p in sorted((out / "figures").glob(f"{stem}*.png")):
+            found.append((f"figures/{p.name}", caption + (f" ({p.stem[len(stem) + 1:]})" if p.stem != stem else "")))
+    return found
+
+
+def _markdown(sections: List[_Section], figures: Sequence[Tuple[str, str]] = ()) -> str:
     md = ["# optigrade study report", ""]
+    for path, caption in figures:
+        md += [f"![{caption}]({path})", ""]
     for title, text, df in sections:
         md += [f"## {title}", ""]
         if text:
@@ -842,17 +872,34 @@ def _markdown(sections: List[_Section]) -> str:
     return "\n".join(md)
 
 
-def _html(sections: List[_Section]) -> str:
+def _styled(df: pd.DataFrame) -> str:
+    """``df`` as HTML through pandas' Styler: rows that say "not matched" greyed (shown, never
+    ranked), no index, "–" for missing values."""
+    def grey(row):
+        off = row.astype(str).str.contains("not matched").any()
+        return ["color:#999" if off else "" for _ in row]
+    try:
+        return (df.style.apply(grey, axis=1).hide(axis="index")
+                .format(lambda v: f"{v:g}" if isinstance(v, float) else v, na_rep="–").to_html())
+    except (ImportError, AttributeError, ValueError):  # no jinja2, or duplicate column labels
+        return _grey_unmatched(df.to_html(index=False, border=0, na_rep="–"))
+
+
+def _html(sections: List[_Section], figures: Sequence[Tuple[str, str]] = ()) -> str:
     h = ["<!doctype html><html><head><meta charset='utf-8'><title>optigrade study report</title>",
          "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>",
+         "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}figure{margin:1em 0}"
+         "img{max-width:100%}</style></head><body>",
          "<h1>optigrade study report</h1>"]
+    for path, caption in figures:
+        h.append(f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption)}'>"
+                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     for title, text, df in sections:
         h.append(f"<h2>{html.escape(title)}</h2>")
         if text:
             h.append(f"<p>{html.escape(text).replace('**', '')}</p>")
         if df is not None:
-            h.append(_grey_unmatched(df.to_html(index=False, border=0, na_rep="–")))
+            h.append(_styled(df))
     h.append("</body></html>")
     return "\n".join(h)
 
@@ -877,7 +924,10 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
 
     >>> import tempfile
     >>> p = write_report(tempfile.mkdtemp(), _toy_results(), summarize(_toy_results()), meta={"name": "toy"})
-    >>> print(p.read_text().splitlines()[4])
+    >>> lines = p.read_text().splitlines()
+    >>> lines[2]                      # the answer first; setup and bookkeeping in the appendix
+    '## What the numbers say about the grade claim'
+    >>> print(lines[lines.index("## Appendix: Setup") + 2])
     Study **toy**: 6 unlearning runs (npo × 3 optimizers × 2 seeds), target forget_acc ≤ 0.1; wall time nan s. ...
     >>> "<h2>npo: forget accuracy ↓ before/after attacks (estimate [95% interval] (per seed))</h2>" in (p.parent / "report.html").read_text()
     True
@@ -885,10 +935,11 @@ def write_report(out, results: pd.DataFrame, summary: pd.DataFrame, cfg=None, me
     from optigrade._files import atomic_write_text
 
     out = Path(out)
-    sections = _sections(_tidy(results), _tidy(summary), cfg, meta, explained)
+    sections = _reordered(_sections(_tidy(results), _tidy(summary), cfg, meta, explained))
+    figs = _figures(out)
     mdp = out / "report.md"
-    atomic_write_text(mdp, _markdown(sections))
-    atomic_write_text(out / "report.html", _html(sections))
+    atomic_write_text(mdp, _markdown(sections, figs))
+    atomic_write_text(out / "report.html", _html(sections, figs))
     return mdp
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -552,7 +553,7 @@ _DEFAULT = object()
 
 
 def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = False, progress: bool = True,
-              base=None, benchmark=None, threads=_DEFAULT) -> StudyResult:
+              base=None, benchmark=None, threads=_DEFAULT, figures=None) -> StudyResult:
     """Run (or resume) the study ``cfg`` into ``out``; see the module docstring.
 
     Args:
@@ -563,6 +564,9 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
         threads: torch intra-op threads during the study (default: ``cfg.threads``; 1 is fastest
             for the tiny model on a shared machine; restored afterwards).  None leaves torch's
             setting.
+        figures: ``figures(out, results)`` called once the tables are written and before the report, to draw
+            the figures the report embeds (``optigrade.figures.write_all``: the CLI and the demo pass
+            it; this room does not import the figures room).  A failure there is reported, not fatal.
 
     >>> import tempfile
     >>> cfg, bench, model = _toy()
@@ -579,11 +583,11 @@ def run_study(cfg: StudyConfig, out, resume: bool = False, overwrite: bool = Fal
     out = check_out(out, overwrite=overwrite, inside=("runs",))  # a file, inside a file, `.` + --overwrite, read-only
     with output_lock(out):  # another study on this --out: told now, before any work
         mode = study_mode(out, resume, overwrite)  # a non-study directory, or runs without --resume / --overwrite
-        return _run_study(cfg, out, mode, resume, progress, base, benchmark, threads)
+        return _run_study(cfg, out, mode, resume, progress, base, benchmark, threads, figures)
 
 
 def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: bool, base, benchmark,
-               threads) -> StudyResult:
+               threads, figures=None) -> StudyResult:
     """:func:`run_study` holding the output's lock, after its directory checks: nothing in
     ``out`` changes before ``cfg`` is validated against the model (:func:`prepare`)."""
     from tqdm.auto import tqdm
@@ -679,6 +683,11 @@ def _run_study(cfg: StudyConfig, out: Path, mode: str, resume: bool, progress: b
         from .explain import write_explain
 
         write_explain(out, explained)
+    if figures is not None:
+        try:
+            figures(out, results)
+        except Exception as e:  # a figure must never cost the study its tables
+            print(f"figures were not drawn: {type(e).__name__}: {e}", file=sys.stderr)
     write_report(out, results, summary, cfg, meta, explained)
     finish_study(out, marker, meta)  # last: study.json "complete", with the sha256 of the tables it vouches for
     return StudyResult(out, results, summary, computed, skipped, seconds, capped)

@@ -46,7 +46,7 @@ FIGURES: Dict[str, Tuple[str, Callable]] = {
 }
 
 
-def load_tables(results_dir) -> Dict[str, pd.DataFrame]:
+def load_tables(results_dir, results: Optional[pd.DataFrame] = None) -> Dict[str, pd.DataFrame]:
     """``{"results", "explain", "landscape"}`` → the tables present in ``results_dir``.  A study
     directory goes through :func:`optigrade.analysis.load_study` (which refuses an unfinished
     study); a 2-D plane in the landscape table is drawn from there when the results have none."""
@@ -54,7 +54,9 @@ def load_tables(results_dir) -> Dict[str, pd.DataFrame]:
 
     d = Path(results_dir)
     out: Dict[str, pd.DataFrame] = {}
-    if (d / "results.parquet").exists():
+    if results is not None:  # a study drawing its own figures before it is sealed
+        out["results"] = results
+    elif (d / "results.parquet").exists():
         out["results"], _ = load_study(d)
     if (d / "explain.parquet").exists():
         out["explain"] = pd.read_parquet(d / "explain.parquet")
@@ -65,16 +67,19 @@ def load_tables(results_dir) -> Dict[str, pd.DataFrame]:
     return out
 
 
-def write_all(results_dir, out_dir, dpi: int = 150) -> List[Tuple[str, str]]:
+def write_all(results_dir, out_dir, dpi: int = 150, results: Optional[pd.DataFrame] = None) -> List[Tuple[str, str]]:
     """Write ``OUT/<name>.png`` and ``OUT/<name>.pdf`` for every figure whose data is in
     ``results_dir``; returns ``[(name, status)]`` in :data:`FIGURES` order, status "written" or
     "skipped: <why>".  A study with several objectives gets one file per objective
     (``<name>-<objective>``) for the per-objective figures.
 
+    ``results``: the study's tidy results already in memory (a study drawing its figures before it
+    seals its directory; :func:`~optigrade.analysis.load_study` refuses an unsealed one).
+
     Raises:
         FileNotFoundError: ``results_dir`` holds none of results.parquet / landscape.parquet.
     """
-    tables = load_tables(results_dir)
+    tables = load_tables(results_dir, results)
     if not tables:
         raise FileNotFoundError(f"{str(results_dir)!r} holds no results.parquet or landscape.parquet; run "
                                 f"`optigrade study CONFIG --out {results_dir}` (or `optigrade landscape ...`) first")
