@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.optigrade-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-fast venv bench clean-venv
+.PHONY: demo test test-fast venv bench clean-venv figures paper
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m "not slow and not real"
+
+# every figure of the demo's study (after `make demo`)
+figures: $(STAMP)
+	$(VENV)/bin/optigrade figures runs/demo --out runs/demo/figures
+
+# paper/generated from the studies present (runs/demo; runs/smollm2* when run), then the PDF when
+# latexmk is installed (Debian: latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra)
+paper: $(STAMP)
+	$(MAKE) -C paper PYTHON=../$(PY)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_optimizers.py

@@ -10,6 +10,7 @@
     optigrade landscape CKPT... --quantities top_eig,trace --data both --out DIR [--resume]
                                          batch sharpness report over many checkpoints
     optigrade figures RESULTS_DIR --out DIR   every paper figure whose data the results hold (PNG + PDF)
+    optigrade paper [--results DIR ...]  the paper's numbers, tables and figures into paper/generated
 
 Every flag is validated before any model is loaded; errors print one line naming the bad
 value and the fix, and exit with status 2.
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default=None, metavar="README.md",
                    help="replace the generated demo block of this README with the study's tables and sentences")
     p.add_argument("--check", action="store_true", help="with --readme: exit 1 if the block is out of date")
+    p.add_argument("--write", action="store_true",
+                   help="redraw DIR/figures and rewrite DIR/report.md and report.html with this optigrade")
 
     p = sub.add_parser("landscape", help="batch landscape report: quantities × checkpoints × splits into one table")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT",
@@ -171,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "directory (landscape.parquet)")
     p.add_argument("--out", required=True, help="where the PNG and PDF files go")
     p.add_argument("--dpi", type=int, default=150, help="PNG resolution (default 150)")
+
+    p = sub.add_parser("paper", help="regenerate paper/generated (numbers.tex, tables, figures) from study results",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="--results DIR ... --out DIR (see optigrade paper --help)")
     return ap
 
 
@@ -310,6 +317,17 @@ def _cmd_report(a) -> int:
         results, summary = load_study(a.dir)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
+    if a.write:
+        from .analysis.config import load_config
+        from .analysis.report import write_report
+        from .demo import study_figures
+
+        d = Path(a.dir)
+        study_figures(d, results)
+        cfg = load_config(d / "config.yaml") if (d / "config.yaml").exists() else None
+        meta = json.loads((d / "study.json").read_text()) if (d / "study.json").exists() else {}
+        print(f"wrote {write_report(d, results, summary, cfg, meta)} and {d / 'report.html'}")
+        return 0
     objs = [a.objective] if a.objective else None
     present = [o for o in dict.fromkeys(summary["objective"]) if o != "none"] if "objective" in summary else []
     if a.objective is not None and a.objective not in present:
@@ -353,6 +371,12 @@ def _cmd_figures(a) -> int:
     return 0
 
 
+def _cmd_paper(a) -> int:
+    from .paper import main as paper_main
+
+    return paper_main(a.args)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``optigrade ARGV``; returns the exit status (2, with one line on stderr naming the bad
     value and the fix, when input is refused).
@@ -368,10 +392,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     >>> main(["unlearn", "--lr", "0", "--out", "runs/never"])
     2
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["paper"]:  # its own parser (optigrade.paper.main): every flag passes through
+        from .paper import main as paper_main
+
+        try:
+            return paper_main(argv[1:])
+        except (ConfigError, FileNotFoundError) as e:
+            print(f"optigrade paper: error: {e}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
                "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report,
-               "landscape": _cmd_landscape, "figures": _cmd_figures}[args.cmd]
+               "landscape": _cmd_landscape, "figures": _cmd_figures, "paper": _cmd_paper}[args.cmd]
     try:
         return handler(args)
     except (ConfigError, ModelLoadError, FileExistsError) as e:

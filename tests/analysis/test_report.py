@@ -197,7 +197,8 @@ def test_report_opens_with_the_headline_figures_and_greys_unmatched_rows(tmp_pat
     text, page = md.read_text(), (tmp_path / "report.html").read_text()
     imgs = re.findall(r"!\[[^]]*\]\((figures/[^)]+)\)", text)
     assert imgs == ["figures/forget_utility.png", "figures/magnitude.png"]  # headline ones only, in order
-    assert text.index("figures/forget_utility.png") < text.index("## ")
+    assert text.index("figures/forget_utility.png") < text.index("## ")  # the first figure opens the report
+    assert text.index("## npo: forget accuracy") < text.index("figures/magnitude.png") < text.index("## Explain")
     assert re.findall(r"<img src='([^']+)'", page) == imgs and page.index("<img") < page.index("<h2>")
     from optigrade.analysis.report import _styled
 

@@ -861,9 +861,13 @@ def _figures(out: Path) -> List[Tuple[str, str]]:
 
 def _markdown(sections: List[_Section], figures: Sequence[Tuple[str, str]] = ()) -> str:
     md = ["# optigrade study report", ""]
-    for path, caption in figures:
+    later = list(figures[1:])  # the first figure opens the report, the others come before Explain
+    for path, caption in figures[:1]:
         md += [f"![{caption}]({path})", ""]
     for title, text, df in sections:
+        if later and (title.startswith("Explain") or title.startswith("Appendix")):
+            md += [x for path, caption in later for x in (f"![{caption}]({path})", "")]
+            later = []
         md += [f"## {title}", ""]
         if text:
             md += [text, ""]
@@ -891,10 +895,15 @@ def _html(sections: List[_Section], figures: Sequence[Tuple[str, str]] = ()) -> 
          "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}figure{margin:1em 0}"
          "img{max-width:100%}</style></head><body>",
          "<h1>optigrade study report</h1>"]
-    for path, caption in figures:
-        h.append(f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption)}'>"
-                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    def fig(path, caption):
+        return (f"<figure><img src='{html.escape(path)}' alt='{html.escape(caption)}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    later = list(figures[1:])  # as in the Markdown: the first figure opens, the others come before Explain
+    h += [fig(*f) for f in figures[:1]]
     for title, text, df in sections:
+        if later and (title.startswith("Explain") or title.startswith("Appendix")):
+            h += [fig(*f) for f in later]
+            later = []
         h.append(f"<h2>{html.escape(title)}</h2>")
         if text:
             h.append(f"<p>{html.escape(text).replace('**', '')}</p>")
