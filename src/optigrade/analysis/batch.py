@@ -855,11 +855,16 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).pivot(index="checkpoint", columns="column", values="text").fillna("—")
 
 
-def _figures(table: pd.DataFrame, fig_dir: Path) -> List[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _figures(table: pd.DataFrame, fig_dir: Path) -> List[Path]:
+    import matplotlib.pyplot as plt  # the session's backend (Agg when headless); figures are closed after saving
 
     fig_dir.mkdir(parents=True, exist_ok=True)
     made = []
@@ -877,18 +882,15 @@ def _figures(table: pd.DataFrame, fig_dir: Path) -> List[Path]:
         for j, split in enumerate(splits):
             ss = sel[sel["data"] == split].set_index("checkpoint").reindex(cks)
             x = np.arange(len(cks)) + (j - (len(splits) - 1) / 2) * w
-            err = ss["uncertainty"].where(ss["uncertainty_kind"] == "sem")
+            err = ss["uncertainty"].where(ss["uncertainty_kind"] == "sem")  # only standard errors are bars
             ax.bar(x, ss["value"], w, label=f"{split} data", color=["#0072B2", "#E69F00"][j % 2],
-                   yerr=err.fillna(0).to_numpy(), capsize=2)
+                   yerr=err.fillna(0).to_numpy() if err.notna().any() else None, capsize=2)
         ax.set_xticks(np.arange(len(cks)), cks, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel(f"{label} ({sel['unit'].iloc[0] or 'loss'})")
         ax.set_title(f"{label} per checkpoint" + (" (error bars: ± 1 s.e.)" if (sel["uncertainty_kind"] == "sem").any()
                                                   else ""))
         ax.legend(fontsize=8)
-        p = fig_dir / f"{grp}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        made.append(p)
+        made.append(_save(fig, fig_dir / f"{grp}.png"))
     dens = table[(table["quantity_group"] == "density") & (table["quantity"] == "spectral_density")]
     if len(dens) and "lambda" in dens:
         fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
@@ -898,10 +900,7 @@ def _figures(table: pd.DataFrame, fig_dir: Path) -> List[Path]:
         ax.set_xlabel("Hessian eigenvalue λ")
         ax.set_ylabel("density (SLQ, Gaussian-smoothed)")
         ax.legend(fontsize=6)
-        p = fig_dir / "density.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        made.append(p)
+        made.append(_save(fig, fig_dir / "density.png"))
     sl = table[(table["quantity_group"] == "slices") & (table["quantity"] == "loss")]
     if len(sl) and "alpha" in sl:
         fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
@@ -912,10 +911,7 @@ def _figures(table: pd.DataFrame, fig_dir: Path) -> List[Path]:
         ax.set_xlabel("α (θ_u + α·d; α = −1 along d = Δ is the base θ₀)")
         ax.set_ylabel("loss (nats/token)")
         ax.legend(fontsize=5)
-        p = fig_dir / "slices.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        made.append(p)
+        made.append(_save(fig, fig_dir / "slices.png"))
     return made
 
 

@@ -521,17 +521,19 @@ class StudyResult:
     def _repr_html_(self) -> str:
         head = f"<b>StudyResult</b> {self.out}: {len(self.computed)} runs computed, {len(self.skipped)} reused, " \
                f"{len(self.capped)} not at matched forgetting, {self.seconds / 60:.1f} min"
-        if self.summary is None or not len(self.summary):
+        if self.summary is None or not len(self.summary) or "objective" not in self.summary:
             return head
-        from .report import markdown_summary
+        from .report import _styled, headline_table
 
-        try:
-            md = markdown_summary(self.summary)
-        except Exception:  # a partial summary: the header alone
-            return head
-        import html
-
-        return head + f"<pre>{html.escape(md[:4000])}</pre>"
+        parts = [head]
+        for o in [o for o in dict.fromkeys(self.summary["objective"]) if o != "none"]:
+            try:
+                t = headline_table(self.summary, o)
+            except Exception:  # a partial summary: the header alone
+                continue
+            parts.append(f"<p><b>{o}</b>: forget accuracy before/after each attack (unmatched rows greyed)</p>"
+                         + _styled(t))
+        return "".join(parts)
 
 
 def prepare(cfg: StudyConfig, progress: bool = True, base=None, benchmark=None):

@@ -12,16 +12,13 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt  # the backend is the session's: Agg headless, inline in Jupyter (never forced)
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # figures are files; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from optigrade.analysis import intervals as _iv
 
-from optigrade.analysis import intervals as _iv  # noqa: E402
-
-from ._names import optimizer_labels  # noqa: E402
+from ._names import optimizer_labels
 
 __all__ = ["OKABE_ITO", "MissingData", "Style", "styles", "new_figure", "seeds_with_interval", "objective_rows",
            "require", "CONTROL_FAMILIES"]

@@ -129,14 +129,14 @@ class UnlearnResult:
             ...                   metrics={"forget_acc": 0.1}, metrics_before={"forget_acc": 1.0}, seconds=1.5,
             ...                   matched=True)
             >>> r
-            UnlearnResult(steps=2, stop=target, matched=True, forget_acc 1→0.1, 4 loss / 0 grad passes, 1.5 s, Linear 6 params)
+            UnlearnResult(steps=2, stop=target, matched=True, forget_acc 1→0.1, 6 loss / 0 grad passes, 1.5 s, Linear 6 params)
             >>> r.to_frame()[["quantity", "value", "subject"]].values.tolist()
             [['forget_acc', 1.0, 'original'], ['forget_acc', 0.1, 'unlearned']]
         """
         n = sum(p.numel() for p in self.model.parameters()) if self.model is not None else 0
         cost = ""
-        if self.log is not None and len(self.log) and "n_loss" in self.log:
-            cost = f", {int(self.log['n_loss'].iloc[-1])} loss / {int(self.log['n_grad'].iloc[-1])} grad passes"
+        if self.log is not None and len(self.log) and "n_loss" in self.log:  # per-step counts: summed
+            cost = f", {int(self.log['n_loss'].sum())} loss / {int(self.log['n_grad'].sum())} grad passes"
         head = self._headline()
         return (f"UnlearnResult(steps={self.steps}, stop={self.stop_reason}, matched={self.matched}"
                 + (f", {head}" if head else "") + cost + f", {self.seconds:.1f} s, {type(self.model).__name__} "
@@ -163,7 +163,7 @@ class UnlearnResult:
         """Loss and the evaluated metrics against the step (a Figure that displays inline)."""
         from .._figure import new_figure
 
-        fig = new_figure(figsize=(7, 3))
+        fig = new_figure(figsize=(7.5, 3), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         ax1.plot(self.log["step"], self.log["loss"], lw=1)
         ax1.set_xlabel("step")
