@@ -70,7 +70,7 @@ def main(argv=None) -> int:
              f"Plan printed before the work: {' / '.join(plan)}. Solver memory for this Probe: full float64 basis "
              f"{full / 2**30:.2f} GiB, thick restart {low / 2**30:.2f} GiB (SmolLM2's full parameter set would need "
              f"{eigen_memory_bytes(134_515_008, 3, 40, 'full') / 2**30:.0f} GiB with a full basis).", "",
-             "| checkpoint | seconds (load, benchmark and all) | HVPs | λ₁, λ₂, λ₃ (residual) | basis | goal ≤ 10 min |",
+             "| checkpoint | seconds (batch, Probe and solver) | HVPs | λ₁, λ₂, λ₃ (residual) | basis | goal ≤ 10 min |",
              "|---|---|---|---|---|---|"]
     for ck, g in table.groupby("checkpoint"):
         g = g.sort_values("index")
