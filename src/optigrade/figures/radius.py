@@ -21,7 +21,8 @@ from ._names import attack_label
 
 __all__ = ["certified_radius"]
 
-_LS = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+_LS = ["--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), (0, (3, 1, 1, 1, 1, 1))]
+_GREYS = ["0.15", "0.45"]  # line style × grey: distinct for up to 14 attacks
 
 
 def certified_radius(results: pd.DataFrame, objective: Optional[str] = None):
@@ -53,8 +54,9 @@ def certified_radius(results: pd.DataFrame, objective: Optional[str] = None):
     norms = r[(r["quantity"] == "geo_attack_norm") & (r["data"] == "weights") & (r["optimizer"] != "original")]
     hs, lab = style_handles(st, opts)
     for k, (a, g) in enumerate(norms.groupby("attack", sort=False)):
-        ax.axhline(float(g["value"].mean()), color="0.25", ls=_LS[k % len(_LS)], lw=1)
-        hs.append(Line2D([], [], color="0.25", ls=_LS[k % len(_LS)]))
+        style = dict(color=_GREYS[(k // len(_LS)) % 2], ls=_LS[k % len(_LS)])
+        ax.axhline(float(g["value"].mean()), lw=1, **style)
+        hs.append(Line2D([], [], **style))
         lab.append(f"‖δ‖ of {attack_label(a)} (mean over runs)")
     vals = np.concatenate([cr["value"].to_numpy(float), norms["value"].to_numpy(float)])
     vals = vals[np.isfinite(vals) & (vals > 0)]
