@@ -272,3 +272,17 @@ def test_low_memory_lanczos_gives_the_full_eigenvalues(ckpts, tmp_path):
     n = 10 ** 6
     assert batch._lanczos_mode(s, n, budget=10 ** 12) == "full" and batch._lanczos_mode(s, n, budget=10 ** 8) == "low"
     assert batch.solver_bytes("top_eig", n, s, 10 ** 8) < batch.solver_bytes("top_eig", n, s, 10 ** 12) / 2
+
+
+def test_checkpoints_sharing_a_base_build_it_once(ckpts, tmp_path, monkeypatch):
+    """Three checkpoints unlearned from one base with three optimizers: the base and benchmark are
+    built (and hashed) once, not per checkpoint (a study's 48 SmolLM2 Δs would otherwise load 48 bases)."""
+    _, paths = ckpts
+    calls = []
+    real = batch._build_base
+    monkeypatch.setattr(batch, "_build_base", lambda ck: calls.append(ck.id) or real(ck))
+    batch._BASES.clear()
+    batch._LOADED.clear()
+    t = batch.landscape_report(paths, quantities="trace", out=tmp_path / "o", progress=False, trace_queries=3,
+                               examples=4, report=False)
+    assert t["checkpoint"].nunique() == 3 and len(calls) == 1

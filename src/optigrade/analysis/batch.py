@@ -272,77 +272,107 @@ def find_checkpoints(paths: Sequence, *, base: Optional[str] = None,
 
 
 # ----------------------------------------------------------------------------- materialize
-_LOADED: Dict[str, tuple] = {}  # per process: checkpoint (identity, path, base, ...) → (model, base, bench); one kept
+_LOADED: Dict[str, tuple] = {}  # per process: checkpoint key → (model, base, bench); one kept
+_BASES: Dict[str, tuple] = {}   # per process: base key → (base, bench, sha256); one kept (shared by a study's Δs)
 
 
-def _build_unlearn(ck: Checkpoint):
-    from optigrade.unlearning.config import UnlearnConfig
-    from optigrade.unlearning.models import load
+_BASE_FIELDS = ("model", "benchmark", "benchmark_kwargs", "forget_fraction", "n_entities", "device", "dtype")
+
+
+def _base_key(ck: Checkpoint) -> str:
+    """What determines a checkpoint's base and benchmark (checkpoints sharing it share one build)."""
+    if ck.kind == "delta":
+        return json.dumps(["delta", ck.setup["study_config"], ck.base])
+    if ck.kind == "unlearn":  # the fields that build the base and benchmark (not the optimizer's)
+        c = {k: v for k, v in (ck.setup.get("config") or {}).items() if k in _BASE_FIELDS}
+        return json.dumps(["unlearn", c, ck.base, ck.benchmark], sort_keys=True, default=str)
+    return json.dumps(["hf", ck.base, ck.benchmark, ck.path if ck.base is None else ""])
+
+
+def _build_base(ck: Checkpoint):
+    """``(base or None, benchmark)`` of a checkpoint, built from its manifest / study config / flags."""
     from optigrade.unlearning.run import build
 
-    cfg = dict(ck.setup.get("config") or {})
-    if ck.base is not None:
-        cfg["model"] = ck.base
-    if ck.benchmark is not None:
-        cfg["benchmark"] = ck.benchmark
-    ucfg = UnlearnConfig(**{k: v for k, v in cfg.items() if k in UnlearnConfig.model_fields})
-    bench, base = build(ucfg, False, None, None)
-    model, _ = load(ck.path)
-    return model, base, bench
+    if ck.kind == "unlearn":
+        from optigrade.unlearning.config import UnlearnConfig
 
+        cfg = dict(ck.setup.get("config") or {})
+        if ck.base is not None:
+            cfg["model"] = ck.base
+        if ck.benchmark is not None:
+            cfg["benchmark"] = ck.benchmark
+        bench, base = build(UnlearnConfig(**{k: v for k, v in cfg.items() if k in UnlearnConfig.model_fields}),
+                            False, None, None)
+        return base, bench
+    if ck.kind == "delta":
+        from .config import load_config
+        from .study import prepare
 
-def _build_delta(ck: Checkpoint):
-    from .config import load_config
-    from .deltas import load_delta
-    from .study import prepare
-
-    cfg = load_config(ck.setup["study_config"])
-    if ck.base is not None:
-        cfg.model = ck.base
-    base, bench = prepare(cfg, progress=False)
-    model = load_delta(ck.path).apply(base)  # refuses a base of another sha256 (DeltaError)
-    return model, base, bench
-
-
-def _build_hf(ck: Checkpoint):
+        cfg = load_config(ck.setup["study_config"])
+        if ck.base is not None:
+            cfg.model = ck.base
+        base, bench = prepare(cfg, progress=False)
+        return base, bench
     from optigrade.unlearning.config import Setup
-    from optigrade.unlearning.models import load
-    from optigrade.unlearning.run import build
 
-    model, _ = load(ck.path)
-    base = None
     if ck.base is not None:
         bench, base = build(Setup(benchmark=ck.benchmark, model=ck.base), False, None, None)
-    else:
-        bench, _ = build(Setup(benchmark=ck.benchmark), False, None, model)
-    return model, base, bench
+        return base, bench
+    from optigrade.unlearning.models import load
+
+    bench, _ = build(Setup(benchmark=ck.benchmark), False, None, load(ck.path)[0])  # verified against itself
+    return None, bench
+
+
+def base_of(ck: Checkpoint):
+    """``(base or None, benchmark)`` of ``ck`` (cached per base key), its sha256 checked against the
+    one the checkpoint records (a manifest's ``base_sha256``, a Δ's header): ConfigError naming both."""
+    from optigrade.unlearning.run import base_sha256
+
+    key = _base_key(ck)
+    if key not in _BASES:
+        _BASES.clear()
+        try:
+            base, bench = _build_base(ck)
+        except Exception as e:  # ModelLoadError, DeltaError, ...
+            if type(e).__name__ in ("DeltaError", "ModelLoadError"):
+                raise ConfigError(f"checkpoint {ck.id}: {e}") from None
+            raise
+        if base is not None:
+            base.eval()
+        _BASES[key] = (base, bench, base_sha256(base) if base is not None else None)
+    base, bench, sha = _BASES[key]
+    if base is not None and ck.base_sha256 and sha != ck.base_sha256:
+        what = "manifest" if ck.kind == "unlearn" else "saved Δ"
+        raise ConfigError(f"checkpoint {ck.id}: its {what} records base sha256 {ck.base_sha256[:16]}…, but the "
+                          f"base {'given (--base ' + ck.base + ')' if ck.base else 'rebuilt from its ' + what} has "
+                          f"{sha[:16]}…; pass the base it was unlearned from (--base)")
+    return base, bench
 
 
 def materialize(ck: Checkpoint):
-    """``(model, base or None, benchmark)`` of a checkpoint (cached: one per process), the base's
-    sha256 checked against the recorded one."""
+    """``(model, base or None, benchmark)`` of a checkpoint (cached: one per process; the base and
+    benchmark shared by every checkpoint with the same base key), the base's sha256 checked."""
     key = json.dumps([ck.identity, ck.path, ck.base, ck.benchmark, ck.kind])
     hit = _LOADED.get(key)
     if hit is not None:
         return hit
     _LOADED.clear()
-    from optigrade.unlearning.run import base_sha256
-
+    base, bench = base_of(ck)
     try:
-        model, base, bench = {"unlearn": _build_unlearn, "delta": _build_delta, "hf": _build_hf}[ck.kind](ck)
-    except Exception as e:  # DeltaError from a wrong base, ModelLoadError, ...
+        if ck.kind == "delta":
+            from .deltas import load_delta
+
+            model = load_delta(ck.path).apply(base)  # checks the base's sha256 again, against the tensors read
+        else:
+            from optigrade.unlearning.models import load
+
+            model, _ = load(ck.path)
+    except Exception as e:
         if type(e).__name__ in ("DeltaError", "ModelLoadError"):
             raise ConfigError(f"checkpoint {ck.id}: {e}") from None
         raise
-    if ck.kind == "unlearn" and base is not None and ck.base_sha256:
-        got = base_sha256(base)
-        if got != ck.base_sha256:
-            raise ConfigError(f"checkpoint {ck.id}: its manifest records base sha256 {ck.base_sha256[:16]}…, but the "
-                              f"base {'given (--base ' + ck.base + ')' if ck.base else 'rebuilt from the manifest'} has "
-                              f"{got[:16]}…; pass the base it was unlearned from (--base)")
-    for m in (model, base):
-        if m is not None:
-            m.eval()
+    model.eval()
     _LOADED[key] = (model, base, bench)
     return model, base, bench
 
@@ -755,8 +785,8 @@ def landscape_report(checkpoints: Sequence, *, quantities: Sequence[str] = ("top
     with output_lock(out):
         # every checkpoint is built once before work: its base checked against the recorded sha256
         with _quiet():
-            for ck in cks:
-                materialize(ck)
+            for ck in cks:  # every base built once and checked against the recorded sha256, before any work
+                base_of(ck)
             plan = estimate(cks, s, budget=budget_b)
         _check_settings(out, s.to_dict(), cks, resume, overwrite)
         from dataclasses import replace
