@@ -66,6 +66,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from .._quiet import quiet_transformers as _quiet  # transformers' own bars off inside
 from .._validate import ConfigError
 
 __all__ = ["QUANTITIES", "NEEDS_BASE", "Checkpoint", "BatchSettings", "find_checkpoints", "estimate",
@@ -838,22 +839,7 @@ def landscape_report(checkpoints: Sequence, *, quantities: Sequence[str] = ("top
     return table
 
 
-class _quiet:
-    """transformers' own progress bars (weight loading) silenced inside the block, restored after."""
 
-    def __enter__(self):
-        from transformers.utils import logging as tl
-
-        self.was = tl.is_progress_bar_enabled()
-        tl.disable_progress_bar()
-        return self
-
-    def __exit__(self, *a):
-        from transformers.utils import logging as tl
-
-        if self.was:
-            tl.enable_progress_bar()
-        return False
 
 
 # ----------------------------------------------------------------------------- summary, report

@@ -91,23 +91,4 @@ def pass_bar(probe, total: int | None, desc: str, enabled: bool = True) -> Itera
             probe._spent = dict(counts)
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own progress bars (``Loading checkpoint shards``, generation)
-    inside the block via ``transformers.utils.logging.disable_progress_bar()``; on exit,
-    also on exceptions, they are enabled again only if they were enabled before.
-
-    >>> from transformers.utils import logging
-    >>> with quiet_transformers():
-    ...     logging.is_progress_bar_enabled()
-    False
-    """
-    from transformers.utils import logging
-
-    was = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            logging.enable_progress_bar()
+from .._quiet import quiet_transformers  # noqa: E402,F401 - the floor holds it (unlearning uses it too)

@@ -20,6 +20,7 @@ import torch
 
 from .._device import resolve_device, resolve_dtype
 from .._files import check_out, clean_stale, dir_is_nonempty, model_fingerprint, output_lock
+from .._quiet import maybe_quiet
 from .._validate import ConfigError, ModelLoadError
 from .benchmarks import BENCHMARKS, Benchmark
 from .config import Setup, UnlearnConfig
@@ -148,7 +149,8 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
     optigrade._validate.ConfigError: output directory '...ckpt' exists and is not empty; pass --overwrite or choose a new --out
     """
     if out is None:
-        return _run_unlearn(cfg, None, False, progress, benchmark, model, evaluate_before, final_eval)
+        with maybe_quiet(progress):  # progress=False: transformers' load / save bars too
+            return _run_unlearn(cfg, None, False, progress, benchmark, model, evaluate_before, final_eval)
     out = check_out(out, overwrite=overwrite, replace=True)  # a file, inside a file, `.`, not writable
     with output_lock(out):  # another process writing this --out: told now, before any work
         clean_stale(out)  # the .tmp / .old siblings a killed run left
@@ -159,7 +161,8 @@ def run_unlearn(cfg: UnlearnConfig, out=None, overwrite: bool = False, progress:
             raise ConfigError(f"output directory {str(out)!r} is not empty and holds no manifest.json, so optigrade "
                               "did not write it; --overwrite replaces only optigrade's own checkpoints: move its "
                               "files away or choose a new --out")
-        return _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_before, final_eval)
+        with maybe_quiet(progress):
+            return _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_before, final_eval)
 
 
 def _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_before, final_eval) -> UnlearnResult:

@@ -141,6 +141,19 @@ class Benchmark:
     def retain(self) -> List[QA]:
         return self.splits["retain"]
 
+    def __repr__(self) -> str:
+        """One line: the class, each split's size, the general sentences, the vocabulary.
+
+            >>> from optigrade.unlearning import SyntheticFacts
+            >>> SyntheticFacts(n_entities=20)   # doctest: +ELLIPSIS
+            SyntheticFacts(forget 10, retain 90, ..., general train/test ..., vocab ...)
+        """
+        splits = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        gen = getattr(self, "general", None) or {}
+        vocab = len(self.tokenizer) if getattr(self, "tokenizer", None) is not None else "?"
+        return (f"{type(self).__name__}({splits}, general train/test {len(gen.get('train', []))}/"
+                f"{len(gen.get('test', []))}, vocab {vocab})")
+
     def settings(self) -> dict:
         """JSON-able description recorded in every manifest."""
         return {"name": self.name, **{f"n_{k}": len(v) for k, v in self.splits.items()}}
