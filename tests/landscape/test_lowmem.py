@@ -106,8 +106,8 @@ def test_full_mode_settings_unchanged():
 def test_memory_formula():
     n, k, m = 1000, 2, 30
     assert eigen_memory_bytes(n, k, m) == (m + 4) * n * 8
-    assert eigen_memory_bytes(n, k, m, "low") == (low_memory_window(k, m) + k) * n * 8
-    assert eigen_memory_bytes(n, 5, 3, "low", dtype_bytes=4) == (3 + 5) * n * 4
+    assert eigen_memory_bytes(n, k, m, "low") == (low_memory_window(k, m) + k + 4) * n * 8
+    assert eigen_memory_bytes(n, 5, 3, "low", dtype_bytes=4) == (3 + 5 + 4) * n * 4
     assert eigen_memory_bytes(5, 1, 300) == (5 + 4) * 5 * 8  # the basis never exceeds n rows
 
 

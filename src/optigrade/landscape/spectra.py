@@ -108,15 +108,16 @@ def eigen_memory_bytes(n_params: int, k: int, max_iter: int, memory: str = "full
         full:  (min(max_iter, n) + max(k, 4)) · n · dtype_bytes
                the whole basis Q (m × n) plus q_j, w and two temporaries of the
                Gram–Schmidt update, or the k returned eigenvectors at the end;
-        low:   (W + k) · n · dtype_bytes,  W = min(max_iter, n, k + max(k, 8))
-               the window V (W × n) plus the k returned eigenvectors (during the iteration the
-               window plus one working vector w; restarts rotate V in place in column chunks).
+        low:   (W + k + 4) · n · dtype_bytes,  W = min(max_iter, n, k + max(k, 8))
+               the window V (W × n), the k returned eigenvectors and four working vectors (w, the
+               HVP's float64 result, the reorthogonalization's temporary, a restart's chunk buffer;
+               restarts rotate V in place in column chunks).
 
     The solver works in float64 (``dtype_bytes=8``).  SmolLM2-135M's 134.5M parameters with
-    k = 3, max_iter = 300: full 327 GB, low 15 GB (W + k = 14 vectors of 1.08 GB).
+    k = 3, max_iter = 300: full 327 GB, low 19 GB (W + k + 4 = 18 vectors of 1.08 GB).
 
     >>> eigen_memory_bytes(1000, k=2, max_iter=30), eigen_memory_bytes(1000, 2, 30, "low")
-    (272000, 96000)
+    (272000, 128000)
 
     Raises:
         ValueError: a non-positive size or an unknown ``memory``.
@@ -130,7 +131,7 @@ def eigen_memory_bytes(n_params: int, k: int, max_iter: int, memory: str = "full
     if memory == "full":
         return int((min(max_iter, n_params) + max(k, 4)) * n_params * dtype_bytes)
     window = min(low_memory_window(k, max_iter), n_params)
-    return int((window + k) * n_params * dtype_bytes)
+    return int((window + k + 4) * n_params * dtype_bytes)
 
 
 def _estimated_error(theta, res, idx):
@@ -246,7 +247,7 @@ def top_eigenvalues(probe: Probe, k: int = 1, which: str = "LA", *, tol: float =
     2000; equivalent to ARPACK's implicit restart with exact shifts) in a window of
     W = min(max_iter, k + max(k, 8)) vectors: when the window is full, the k + ⌊(W−k)/2⌋ best
     Ritz vectors are kept, the rest is discarded, and Lanczos continues from the residual.
-    Memory: :func:`eigen_memory_bytes` ((W + k)·n·8 bytes).  Error behaviour: the same
+    Memory: :func:`eigen_memory_bytes` ((W + k + 4)·n·8 bytes).  Error behaviour: the same
     residual ‖Hy − θy‖ = |β_j s_{j,i}| and the same stopping rule, so the same accuracy at
     convergence; up to W steps it *is* full Lanczos (same Ritz values up to rounding); after a
     restart the discarded directions slow convergence (more HVPs than "full" for the same
