@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "directory (landscape.parquet)")
     p.add_argument("--out", required=True, help="where the PNG and PDF files go")
     p.add_argument("--dpi", type=int, default=150, help="PNG resolution (default 150)")
+    p.add_argument("--landscape", default=None, metavar="DIR",
+                   help="a batch landscape report (optigrade landscape --out DIR) to draw the spectral density from")
 
     p = sub.add_parser("paper", help="regenerate paper/generated (numbers.tex, tables, figures) from study results",
                        add_help=False)
@@ -362,7 +364,7 @@ def _cmd_figures(a) -> int:
     if a.dpi < 20:
         raise ConfigError(f"--dpi must be >= 20, got {a.dpi}")
     try:
-        status = write_all(a.results, a.out, dpi=a.dpi)
+        status = write_all(a.results, a.out, dpi=a.dpi, landscape=a.landscape)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
     for name, st in status:

@@ -286,3 +286,15 @@ def test_checkpoints_sharing_a_base_build_it_once(ckpts, tmp_path, monkeypatch):
     t = batch.landscape_report(paths, quantities="trace", out=tmp_path / "o", progress=False, trace_queries=3,
                                examples=4, report=False)
     assert t["checkpoint"].nunique() == 3 and len(calls) == 1
+
+
+def test_density_curve_is_the_quadrature_and_integrates_to_one(ckpts, tmp_path):
+    _, paths = ckpts
+    t = batch.landscape_report(paths[:1], quantities="density", out=tmp_path / "o", progress=False,
+                               density_steps=8, density_vectors=2, examples=4, report=False)
+    c = t[t["quantity"] == "spectral_density"].sort_values("lambda")
+    assert len(c) == 200 and (c["value"] >= 0).all()
+    assert np.trapezoid(c["value"], c["lambda"]) == pytest.approx(1.0, abs=1e-3)  # weights sum to one per run
+    tr = t[t["quantity"] == "slq_trace"]["value"].item()
+    n = int(t["n_params"].iloc[0])
+    assert np.trapezoid(c["value"] * c["lambda"], c["lambda"]) * n == pytest.approx(tr, rel=1e-3)  # first moment

@@ -412,10 +412,16 @@ def _measure(quantity: str, probe, base, s: BatchSettings) -> List[pd.DataFrame]
         return [ls.hutchpp_trace(probe, s.trace_queries, seed=s.seed).to_frame()]
     if quantity == "density":
         d = ls.spectral_density(probe, m=s.density_steps, n_v=s.density_vectors, seed=s.seed)
-        keep = np.linspace(0, len(d.grid) - 1, min(len(d.grid), 200)).round().astype(int)  # the curve, thinned
-        curve = pd.DataFrame({"quantity": "spectral_density", "index": np.arange(len(keep)),
-                              "value": d.density[keep], "uncertainty": np.nan, "uncertainty_kind": "",
-                              "unit": "1/(loss/param^2)", "lambda": d.grid[keep]})
+        # the curve for reading and plotting: the same quadrature (nodes θ_j, weights w_j), each node a
+        # Gaussian of std σ = 1/80 of the Ritz range (the landscape default is far narrower: spikes)
+        lo, hi = float(d.nodes.min()), float(d.nodes.max())
+        sig = max(hi - lo, 1e-12) / 80
+        x = np.linspace(lo - 4 * sig, hi + 4 * sig, 200)
+        z = (x[None, None, :] - d.nodes[:, :, None]) / sig
+        dens = (d.weights[:, :, None] * np.exp(-0.5 * z ** 2)).sum(1).mean(0) / (sig * np.sqrt(2 * np.pi))
+        curve = pd.DataFrame({"quantity": "spectral_density", "index": np.arange(len(x)), "value": dens,
+                              "uncertainty": np.nan, "uncertainty_kind": "", "unit": "1/(loss/param^2)",
+                              "lambda": x, "setting_curve_width_std": sig})
         return [d.to_frame(), curve]
     if quantity == "sharpness":
         return [ls.average_sharpness(probe, rho=s.sharpness_rho, n=s.sharpness_samples, adaptive=True,

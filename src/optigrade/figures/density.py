@@ -19,10 +19,12 @@ __all__ = ["spectral_density"]
 _LS = ["-", "--", ":", "-."]
 
 
-def spectral_density(landscape: pd.DataFrame):
+def spectral_density(landscape: pd.DataFrame, labels=None, floor: float = 1e-6):
     """Density of Hessian eigenvalues against λ (log density), one curve per checkpoint.
 
-    Columns read: quantity, lambda, value, data, checkpoint (or run_id).
+    Columns read: quantity, lambda, value, data, checkpoint (or run_id).  ``labels``: optimizer →
+    reader-facing name (a study's, for its controls: ``optimizer_labels(results)``); the y axis
+    stops at ``floor`` × the largest density (a Gaussian's tails are not data).
 
     Raises:
         MissingData: no ``spectral_density`` rows with a ``lambda`` column.
@@ -35,6 +37,9 @@ def spectral_density(landscape: pd.DataFrame):
     parsed = [checkpoint_optimizer(c) for c in ck]
     d = d.assign(optimizer=[p[0] for p in parsed], seed=[p[1] for p in parsed], _ck=ck)
     st = styles(d)
+    for o, v in st.items():
+        if labels and o in labels:
+            v["label"] = labels[o]
     splits = list(dict.fromkeys(d["data"]))
     fig, axes = new_figure(1, len(splits), w=3.8, h=2.9, sharey=True)
     for ax, s in zip(axes[0], splits):
@@ -43,6 +48,9 @@ def spectral_density(landscape: pd.DataFrame):
             k = int(seed) if str(seed).isdigit() else 0
             ax.plot(g["lambda"], g["value"], color=st[opt]["color"], ls=_LS[k % len(_LS)], lw=1.1)
         ax.set_yscale("log")
+        top = float(d["value"].max())
+        if top > 0:
+            ax.set_ylim(top * floor, top * 3)
         ax.set_xlabel("Hessian eigenvalue λ (loss/param²)")
         ax.set_title(split_label(s) or s, fontsize=9)
     axes[0, 0].set_ylabel("spectral density\n(SLQ, Gaussian-smoothed; log)")

@@ -18,6 +18,7 @@ from .barrier import barriers
 from .contour import contour_2d
 from .curvature import recovery_vs_curvature
 from .curves import unlearning_curves
+from ._names import optimizer_labels
 from .density import spectral_density
 from .interp import interpolation
 from .magnitude import recovery_vs_displacement
@@ -37,7 +38,8 @@ FIGURES: Dict[str, Tuple[str, Callable]] = {
     "interpolation": ("results", lambda t: interpolation(t["results"])),
     "slices": ("results", lambda t: slices_1d(t["results"])),
     "contour": ("results", lambda t: contour_2d(t["results"])),
-    "density": ("landscape", lambda t: spectral_density(t["landscape"])),
+    "density": ("landscape", lambda t: spectral_density(
+        t["landscape"], optimizer_labels(t["results"]) if "results" in t else None)),
     "certified_radius": ("results", lambda t: certified_radius(t["results"])),
     "barrier": ("results", lambda t: barriers(t["results"])),
     "curves": ("results", lambda t: unlearning_curves(t["results"])),
@@ -67,12 +69,15 @@ def load_tables(results_dir, results: Optional[pd.DataFrame] = None) -> Dict[str
     return out
 
 
-def write_all(results_dir, out_dir, dpi: int = 150, results: Optional[pd.DataFrame] = None) -> List[Tuple[str, str]]:
+def write_all(results_dir, out_dir, dpi: int = 150, results: Optional[pd.DataFrame] = None,
+              landscape=None) -> List[Tuple[str, str]]:
     """Write ``OUT/<name>.png`` and ``OUT/<name>.pdf`` for every figure whose data is in
     ``results_dir``; returns ``[(name, status)]`` in :data:`FIGURES` order, status "written" or
     "skipped: <why>".  A study with several objectives gets one file per objective
     (``<name>-<objective>``) for the per-objective figures.
 
+    ``landscape``: a batch report's directory (or its landscape.parquet) whose table the density
+    figure reads, when it is not inside ``results_dir``.
     ``results``: the study's tidy results already in memory (a study drawing its figures before it
     seals its directory; :func:`~optigrade.analysis.load_study` refuses an unsealed one).
 
@@ -80,6 +85,12 @@ def write_all(results_dir, out_dir, dpi: int = 150, results: Optional[pd.DataFra
         FileNotFoundError: ``results_dir`` holds none of results.parquet / landscape.parquet.
     """
     tables = load_tables(results_dir, results)
+    if landscape is not None:  # a batch landscape report kept apart from the study (`optigrade landscape --out`)
+        path = Path(landscape) / "landscape.parquet" if Path(landscape).is_dir() else Path(landscape)
+        if not path.exists():
+            raise FileNotFoundError(f"{str(landscape)!r} holds no landscape.parquet; run `optigrade landscape ... "
+                                    f"--out {landscape}` first")
+        tables["landscape"] = pd.read_parquet(path)
     if not tables:
         raise FileNotFoundError(f"{str(results_dir)!r} holds no results.parquet or landscape.parquet; run "
                                 f"`optigrade study CONFIG --out {results_dir}` (or `optigrade landscape ...`) first")
