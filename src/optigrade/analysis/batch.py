@@ -68,6 +68,7 @@ import pandas as pd
 
 from .._quiet import quiet_transformers as _quiet  # transformers' own bars off inside
 from .._validate import ConfigError
+from .config import available_memory_bytes
 
 __all__ = ["QUANTITIES", "NEEDS_BASE", "Checkpoint", "BatchSettings", "find_checkpoints", "estimate",
            "landscape_report", "parse_bytes"]
@@ -394,13 +395,6 @@ def _probe(model, bench, split: str, s: BatchSettings):
     return ls.Probe(model, [batch], param_filter=s.params, prefix_cache=bool(s.prefix_cache))
 
 
-def _flat(probe, model) -> "torch.Tensor":  # noqa: F821
-    named = dict(model.named_parameters())
-    import torch
-
-    return torch.cat([named[n].detach().to(probe.device).double().reshape(-1) for n in probe.names])
-
-
 def _measure(quantity: str, probe, base, s: BatchSettings) -> List[pd.DataFrame]:
     """The landscape function(s) of ``quantity`` on ``probe``, as tidy frames."""
     from optigrade import landscape as ls
@@ -426,7 +420,9 @@ def _measure(quantity: str, probe, base, s: BatchSettings) -> List[pd.DataFrame]
     if quantity == "sharpness":
         return [ls.average_sharpness(probe, rho=s.sharpness_rho, n=s.sharpness_samples, adaptive=True,
                                      seed=s.seed).to_frame()]
-    theta = _flat(probe, probe.model)
+    from .geometry import _flat  # the Probe's parameters (or a model's same-named ones) as one float64 vector
+
+    theta = _flat(probe)
     if quantity == "slices":
         frames = []
         r = ls.random_direction(probe, seed=s.seed, normalization="filter").double()
@@ -543,17 +539,6 @@ def _model_bytes(m) -> int:
     return sum(p.numel() * p.element_size() for p in m.parameters()) if m is not None else 0
 
 
-def available_memory_bytes() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def estimate(checkpoints: Sequence[Checkpoint], s: BatchSettings, *, budget: Optional[int] = None,
              time_pilot: bool = True) -> pd.DataFrame:
     """The plan's cost per quantity, before any work: HVPs and loss passes per checkpoint and
@@ -579,7 +564,8 @@ def estimate(checkpoints: Sequence[Checkpoint], s: BatchSettings, *, budget: Opt
         probe.hvp(torch.ones_like(g))
         t_hvp = time.perf_counter() - t0
     fixed = _model_bytes(model) + _model_bytes(base) + 2 * 8 * n
-    limit = budget if budget is not None else (int(0.8 * available_memory_bytes()) if available_memory_bytes() else None)
+    avail = available_memory_bytes()
+    limit = budget if budget is not None else (int(0.8 * avail) if avail else None)
     rows = []
     for q in s.quantities:
         hvp, loss = _passes(q, s, base is not None)
@@ -937,16 +923,10 @@ def _figures(table: pd.DataFrame, fig_dir: Path) -> List[Path]:
     return made
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def write_report(table: pd.DataFrame, out) -> None:
     """report.md and report.html: the checkpoint × quantity table, cost, figures."""
     from .._files import atomic_write_text
+    from .report import _to_md
 
     out = Path(out)
     figs = _figures(table, out / "figures") if len(table) else []
@@ -958,9 +938,9 @@ def write_report(table: pd.DataFrame, out) -> None:
           f"({len(table)} rows). Uncertainty kinds: 'residual' = Lanczos residual ‖Hy − λy‖ (a bound, not a "
           "standard error), 'sem' = Monte-Carlo standard error.", ""]
     if len(summ):
-        md += [_markdown(summ.reset_index()), ""]
+        md += [_to_md(summ.reset_index()), ""]
     if len(cost):
-        md += ["Cost per quantity (all checkpoints and splits):", "", _markdown(cost.reset_index().round(1)), ""]
+        md += ["Cost per quantity (all checkpoints and splits):", "", _to_md(cost.reset_index().round(1)), ""]
     md += [f"![{p.stem}](figures/{p.name})" for p in figs]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     html = ["<html><head><meta charset='utf-8'><title>Landscape report</title></head><body>",
