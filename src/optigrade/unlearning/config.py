@@ -406,6 +406,7 @@ def _check_benchmark(name: str, kw: dict) -> None:
     bad = sorted(set(kw) - set(allowed))
     if bad:
         raise ValueError(f"benchmark_kwargs: {bad} not accepted by benchmark {name!r}; allowed: {allowed}")
+    BENCHMARKS.get(name).check_kwargs(dict(kw))  # e.g. a local data directory's layout, before any model is loaded
 
 
 def _check_model(name: str) -> None:

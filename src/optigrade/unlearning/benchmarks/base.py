@@ -127,6 +127,12 @@ class Benchmark:
     reference_model: Optional[str] = None
     runtime_args: tuple = ("model", "tokenizer", "progress")
 
+    @classmethod
+    def check_kwargs(cls, kwargs: Dict[str, Any]) -> None:
+        """Check this benchmark's settings before anything is built or loaded (config
+        validation calls it); raise ``ValueError`` naming the bad value and the fix.  Benchmarks
+        that read a local directory check its layout here.  The base class accepts anything."""
+
     def __init__(self) -> None:
         self.tokenizer = None
         self.splits: Dict[str, List[QA]] = {}

@@ -1,0 +1,7 @@
+"""The field's benchmark metrics, computed as the benchmarks define them: TOFU (forget
+probability, ROUGE-L recall, truth ratio, model utility, forget quality), MUSE (VerbMem,
+KnowMem, PrivLeak) and WMDP (zero-shot multiple-choice accuracy)."""
+
+from ._common import answer_logprobs, greedy_generate, rouge_l
+
+__all__ = ["answer_logprobs", "greedy_generate", "rouge_l"]
