@@ -48,6 +48,8 @@ def build_benchmark(cfg: Setup, model=None, tokenizer=None, progress: bool = Fal
     kw.setdefault("forget_fraction", cfg.forget_fraction)
     if getattr(cls, "needs_model", False):
         kw.update(model=model, tokenizer=tokenizer, progress=progress)
+    elif getattr(cls, "tokenizer_from_model", False):  # a data layout tokenized by the model's own tokenizer
+        kw.update(tokenizer=tokenizer)
     return cls(**kw)
 
 
@@ -76,6 +78,23 @@ def build(cfg: Setup, progress: bool = True, benchmark: Optional[Benchmark] = No
             return build_benchmark(cfg, model, tok, progress), model
         except ValueError as e:  # ModelLoadError, too few verified facts for the split, bad argument
             raise ConfigError(str(e)) from None
+    if benchmark is None and model is None and getattr(cls, "tokenizer_from_model", False) and cfg.model != "tiny":
+        # a local data layout (TOFU, MUSE, WMDP) on a real model: its text is tokenized by that model's
+        # tokenizer, so the model is loaded first (the layout was checked when the config was validated);
+        # on "tiny" the benchmark builds a word-level tokenizer from its data and the tiny model is
+        # pretrained on it below
+        try:
+            model, tok = load(cfg.model, device=device, dtype=dtype)
+        except ModelLoadError as e:
+            raise ConfigError(str(e)) from None
+        if tok is None:
+            raise ConfigError(f"model {cfg.model!r} has no tokenizer files; the {cfg.benchmark} benchmark tokenizes "
+                              "its data with the model's tokenizer: save one next to the weights")
+        try:
+            benchmark = build_benchmark(cfg, tokenizer=tok, progress=progress)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return benchmark, model
     if benchmark is None:
         try:
             benchmark = build_benchmark(cfg, progress=progress)

@@ -255,6 +255,14 @@ class Benchmark:
                 out["general_ppl"] = self.perplexity(model, self.general["test"], batch_size)
         return out
 
+    def benchmark_metrics(self, model, **kwargs) -> Dict[str, float]:
+        """The benchmark's own published metrics of ``model``, computed as the benchmark defines
+        them (TOFU forget probability / ROUGE / model utility, MUSE VerbMem / KnowMem / PrivLeak,
+        WMDP accuracy), flat ``{name: value}``.  These may generate text and cost more than
+        :meth:`evaluate`, so the unlearn loop never calls them; ``optigrade evaluate`` and the study's
+        final rows do.  The built-in benchmarks have none beyond :meth:`evaluate`: ``{}``."""
+        return {}
+
     @torch.no_grad()
     def perplexity(self, model, texts: Sequence[str], batch_size: int = 64) -> float:
         """exp(token-weighted mean NLL) of ``texts`` under ``model`` (every token after the
