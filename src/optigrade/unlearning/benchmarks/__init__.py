@@ -19,6 +19,7 @@ itself, and importing this package imports them all:
 from .base import BENCHMARKS, QA, Benchmark, answer_stats, benchmark_kwargs
 from .real_facts import RealFacts, TooFewFactsError, check_reply
 from .synthetic import ATTRIBUTES, SyntheticFacts
+from .tofu import TOFU, write_layout_from_facts
 
 __all__ = ["BENCHMARKS", "Benchmark", "QA", "benchmark_kwargs", "answer_stats",
            "SyntheticFacts", "ATTRIBUTES", "RealFacts", "TooFewFactsError", "check_reply"]

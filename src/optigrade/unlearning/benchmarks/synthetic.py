@@ -24,7 +24,7 @@ from typing import Dict, List
 from ..._validate import int_at_least
 from .base import BENCHMARKS, QA, Benchmark
 
-__all__ = ["SyntheticFacts", "ATTRIBUTES"]
+__all__ = ["SyntheticFacts", "ATTRIBUTES", "word_level_tokenizer"]
 
 # attribute -> (values, statement templates, question, paraphrased question)
 ATTRIBUTES: Dict[str, tuple] = {
@@ -89,6 +89,30 @@ def _names(n: int, rng: random.Random) -> List[str]:
             seen.add(s)
             names.append(s)
     return names
+
+
+def word_level_tokenizer(words, model_max_length: int = 64):
+    """A word-level ``PreTrainedTokenizerFast``: ids 0-3 are ``<pad> <unk> <s> </s>``, then
+    ``words`` in the order given; text is split on whitespace, unknown words become ``<unk>``,
+    decoding joins words with spaces.  (The synthetic benchmark's tokenizer; TOFU on the tiny
+    model builds one from its data the same way.)
+
+        >>> tok = word_level_tokenizer(["cat", "the"])
+        >>> tok("the cat sat", add_special_tokens=False)["input_ids"], tok.decode([5, 4])
+        ([5, 4, 1], 'the cat')
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab = {w: i for i, w in enumerate(specials + list(words))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        model_max_length=model_max_length,
+    )
 
 
 @BENCHMARKS.register("synthetic")
@@ -186,18 +210,7 @@ class SyntheticFacts(Benchmark):
         return sorted(words)
 
     def build_tokenizer(self):
-        from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-        from transformers import PreTrainedTokenizerFast
-
-        specials = ["<pad>", "<unk>", "<s>", "</s>"]
-        vocab = {w: i for i, w in enumerate(specials + self.vocabulary())}
-        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-        return PreTrainedTokenizerFast(
-            tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-            model_max_length=64,
-        )
+        return word_level_tokenizer(self.vocabulary())
 
     def settings(self) -> dict:
         return {**super().settings(), "n_entities": self.n_entities,

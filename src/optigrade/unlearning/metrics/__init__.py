@@ -3,5 +3,6 @@ probability, ROUGE-L recall, truth ratio, model utility, forget quality), MUSE (
 KnowMem, PrivLeak) and WMDP (zero-shot multiple-choice accuracy)."""
 
 from ._common import answer_logprobs, greedy_generate, rouge_l
+from .tofu import tofu_metrics
 
 __all__ = ["answer_logprobs", "greedy_generate", "rouge_l"]
