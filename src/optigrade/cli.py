@@ -9,6 +9,7 @@
     optigrade report DIR [--markdown]    the summary tables of a finished study
     optigrade landscape CKPT... --quantities top_eig,trace --data both --out DIR [--resume]
                                          batch sharpness report over many checkpoints
+    optigrade lmc STUDY_DIR [--data forget,retain]   barriers between a study's checkpoints
     optigrade figures RESULTS_DIR --out DIR   every paper figure whose data the results hold (PNG + PDF)
     optigrade paper [--results DIR ...]  the paper's numbers, tables and figures into paper/generated
 
@@ -71,6 +72,34 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=list(DTYPES), help="the model's dtype (default: the checkpoint's)")
 
 
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="a local copy of the benchmark's public layout (tofu, muse-news, muse-books, wmdp): "
+                        "sets --bench-arg data_dir=DIR")
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and the repeatable ``--bench-arg KEY=VALUE`` (for commands whose config is
+    not built from flags)."""
+    _add_data_dir(p)
+    flag, ex = _KV_FLAGS["benchmark_kwargs"]
+    p.add_argument(flag, dest="benchmark_kwargs", action="append", metavar="KEY=VALUE", default=None,
+                   help=f"a benchmark argument (repeatable), e.g. {flag} {ex} or {flag} split=forget05")
+
+
+def _bench_kwargs(a) -> dict:
+    """The benchmark arguments given on the command line: ``--bench-arg`` pairs and ``--data-dir``
+    (made absolute, so manifests and Ray workers see the same directory)."""
+    flag, ex = _KV_FLAGS["benchmark_kwargs"]
+    kw = _pairs(getattr(a, "benchmark_kwargs", None) or [], flag, ex)
+    d = getattr(a, "data_dir", None)
+    if d is not None:
+        if "data_dir" in kw and str(kw["data_dir"]) != d:
+            raise ConfigError(f"--data-dir {d!r} and --bench-arg data_dir={kw['data_dir']!r} disagree; give one")
+        kw["data_dir"] = str(Path(d).expanduser().resolve())
+    return kw
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``optigrade`` argument parser (one sub-command per library entry point).
 
@@ -86,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("unlearn", help="unlearn the forget set with one objective × optimizer")
     _add_config_args(p, UnlearnConfig)
+    _add_data_dir(p)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the checkpoint in --out (only one optigrade wrote: it holds a manifest.json)")
@@ -103,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--benchmark", default=None,
                    help="default: the one in the checkpoint's manifest.json, else synthetic")
+    _add_bench_args(p)
     _add_device_args(p)
 
     sub.add_parser("optimizers", help="list registered optimizers with their grade")
@@ -115,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discard the earlier study in --out (only files a study writes; after the config is checked)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads during the study (default: the config's `threads`, 1 if unset)")
+    p.add_argument("--benchmark", default=None, help="the benchmark (default: the config's)")
+    _add_bench_args(p)
     _add_device_args(p)
 
     p = sub.add_parser("report", help="print the summary of a finished study directory")
@@ -148,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="the base model (name or directory); required for model directories "
                                                 "when a quantity needs θ₀")
     p.add_argument("--benchmark", default=None, help="the benchmark of a model directory's batches")
+    _add_bench_args(p)
     p.add_argument("--budget", default=None, help="memory budget, e.g. 8GB (default: 80%% of the available memory)")
     p.add_argument("--no-progress", action="store_true", help="no bars or log lines on stderr")
     for name, kind, default, what in (("examples", int, 16, "examples per split in the fixed batch"),
@@ -168,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache", default="auto", choices=["auto", "on", "off"],
                    help="run losses and HVPs from a cached frozen prefix (auto: whenever --params leaves the early "
                         "layers frozen)")
+
+    p = sub.add_parser("lmc", help="linear-mode-connectivity barriers between a study's checkpoints (DIR/lmc.parquet)")
+    p.add_argument("dir", metavar="STUDY_DIR", help="a finished study directory (its runs/*.delta.safetensors)")
+    p.add_argument("--data", default="forget", help="split(s) of the loss batch: forget, retain or forget,retain "
+                                                    "(default forget)")
+    p.add_argument("--points", type=int, default=11, help="α grid points on each path (default 11)")
+    p.add_argument("--examples", type=int, default=16, help="facts in the loss batch (default 16)")
+    p.add_argument("--params", default=None, help="which weights the path moves (a pattern; default: every moved one)")
+    p.add_argument("--objective", action="append", default=None, help="only this objective (repeatable)")
+    p.add_argument("--resume", action="store_true", help="complete an earlier DIR/lmc.parquet (same settings)")
+    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("figures", help="the paper's figures from a study or landscape results directory")
     p.add_argument("results", metavar="RESULTS_DIR", help="a study directory (results.parquet) or a landscape report "
@@ -211,6 +256,9 @@ def _config_from_args(a) -> UnlearnConfig:
     for name, (flag, ex) in _KV_FLAGS.items():
         if name in d:
             d[name] = _pairs(d[name], flag, ex)
+    if getattr(a, "data_dir", None) is not None:
+        d["benchmark_kwargs"] = {**d.get("benchmark_kwargs", {}), **_bench_kwargs(
+            argparse.Namespace(data_dir=a.data_dir, benchmark_kwargs=None))}
     if isinstance(d.get("target"), float) and d["target"] < 0:
         if d["target"] != -1:
             raise ConfigError(f"--target {d['target']:g} is negative; give a value in [0, 1] (stop when "
@@ -251,7 +299,12 @@ def _cmd_evaluate(a) -> int:
         c = c if isinstance(c, dict) else {}
         setup = {k: c[k] for k in ("benchmark", "n_entities", "forget_fraction", "benchmark_kwargs") if k in c}  # n_entities: manifests before 0.2
     if a.benchmark is not None:
+        if a.benchmark != setup.get("benchmark"):
+            setup.pop("benchmark_kwargs", None)  # another benchmark: the manifest's arguments are not its
         setup["benchmark"] = a.benchmark
+    given = _bench_kwargs(a)
+    if given:
+        setup["benchmark_kwargs"] = {**setup.get("benchmark_kwargs", {}), **given}
     try:
         cfg = Setup(**setup, **_device_over(a))
     except ConfigError as e:
@@ -259,9 +312,17 @@ def _cmd_evaluate(a) -> int:
             raise
         raise ConfigError(f"{path / 'manifest.json'} records a benchmark this optigrade cannot build ({e}); pass "
                           "--benchmark NAME to choose one") from None
-    model, _ = load(path, device=cfg.device, dtype=cfg.dtype)
-    bench = build_benchmark(cfg)
-    print(json.dumps(bench.evaluate(model), indent=2))
+    model, tok = load(path, device=cfg.device, dtype=cfg.dtype)
+    try:  # a data layout (TOFU, MUSE, WMDP) is tokenized by the checkpoint's own tokenizer
+        from optigrade.unlearning.benchmarks import BENCHMARKS
+
+        from_model = getattr(BENCHMARKS.get(cfg.benchmark), "tokenizer_from_model", False)
+        bench = build_benchmark(cfg, tokenizer=tok if from_model else None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    metrics = bench.evaluate(model)
+    metrics.update(bench.benchmark_metrics(model))  # the benchmark's published metrics ({} for the built-ins)
+    print(json.dumps(metrics, indent=2))
     return 0
 
 
@@ -291,6 +352,11 @@ def _cmd_study(a) -> int:
     cfg = load_config(a.config)
     for k, v in _device_over(a).items():
         setattr(cfg, k, v)
+    given = _bench_kwargs(a)
+    if a.benchmark is not None or given:  # flags over the YAML's benchmark, validated as the YAML is
+        name = a.benchmark or cfg.benchmark
+        kw = given if name != cfg.benchmark else {**cfg.benchmark_kwargs, **given}
+        cfg = type(cfg)(**{**cfg.model_dump(), "benchmark": name, "benchmark_kwargs": kw})
     if a.threads is not None and a.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {a.threads}")
     out = a.out or f"runs/{cfg.name}"
@@ -349,12 +415,24 @@ def _cmd_landscape(a) -> int:
     table = landscape_report(
         a.checkpoints, quantities=a.quantities, data=a.data, out=a.out, resume=a.resume, overwrite=a.overwrite,
         backend=a.backend, address=a.address, workers=a.workers, params=a.params, base=a.base,
-        benchmark=a.benchmark, budget=a.budget, progress=not a.no_progress, examples=a.examples, k=a.k,
+        benchmark=a.benchmark, benchmark_kwargs=_bench_kwargs(a) or None, budget=a.budget, progress=not a.no_progress, examples=a.examples, k=a.k,
         lanczos_iter=a.lanczos_iter, trace_queries=a.trace_queries, density_steps=a.density_steps,
         density_vectors=a.density_vectors, sharpness_rho=a.sharpness_rho, sharpness_samples=a.sharpness_samples,
         slice_points=a.slice_points, radius_samples=a.radius_samples, radius_sigma=a.radius_sigma, seed=a.seed,
         prefix_cache={"auto": None, "on": True, "off": False}[a.prefix_cache], lanczos_memory=a.lanczos_memory)
     print(f"{len(table)} rows in {Path(a.out) / 'landscape.parquet'}; report: {Path(a.out) / 'report.md'}")
+    return 0
+
+
+def _cmd_lmc(a) -> int:
+    from .analysis.lmc import LMC_FILE, lmc_barriers
+
+    df = lmc_barriers(a.dir, data=a.data, examples=a.examples, points=a.points, params=a.params,
+                      objectives=a.objective, resume=a.resume, progress=not a.no_progress)
+    if len(df):
+        m = df.groupby(["objective", "data", "endpoint_a", "endpoint_b"])["value"].mean().round(4)
+        print(m.to_string())
+    print(f"{len(df)} barriers in {Path(a.dir) / LMC_FILE}; draw them with optigrade figures {a.dir} --out DIR")
     return 0
 
 
@@ -406,7 +484,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"unlearn": _cmd_unlearn, "demo": _cmd_demo, "evaluate": _cmd_evaluate,
                "optimizers": _cmd_optimizers, "study": _cmd_study, "report": _cmd_report,
-               "landscape": _cmd_landscape, "figures": _cmd_figures, "paper": _cmd_paper}[args.cmd]
+               "landscape": _cmd_landscape, "figures": _cmd_figures, "paper": _cmd_paper, "lmc": _cmd_lmc}[args.cmd]
     try:
         return handler(args)
     except (ConfigError, ModelLoadError, FileExistsError) as e:

@@ -229,11 +229,21 @@ def _delta_checkpoint(p: Path, base: Optional[str], taken: set) -> Checkpoint:
                       setup={"study_config": str(study / "config.yaml")})
 
 
-def find_checkpoints(paths: Sequence, *, base: Optional[str] = None,
-                     benchmark: Optional[str] = None) -> List[Checkpoint]:
+def find_checkpoints(paths: Sequence, *, base: Optional[str] = None, benchmark: Optional[str] = None,
+                     benchmark_kwargs: Optional[Dict[str, Any]] = None) -> List[Checkpoint]:
     """Resolve ``paths`` to checkpoints (module docstring), refusing before any work a path that
     is none of the known kinds, a Hugging Face directory without ``base`` (when a quantity needs
-    one: checked by :func:`landscape_report`), or a damaged file."""
+    one: checked by :func:`landscape_report`), or a damaged file.  ``benchmark_kwargs`` (e.g. a
+    ``data_dir``) override the recorded benchmark arguments (all of them when ``benchmark``
+    names another benchmark)."""
+    out = _find_checkpoints(paths, base, benchmark)
+    if benchmark_kwargs:
+        for ck in out:
+            ck.setup["benchmark_kwargs"] = dict(benchmark_kwargs)
+    return out
+
+
+def _find_checkpoints(paths, base, benchmark) -> List[Checkpoint]:
     if not paths:
         raise ConfigError("no checkpoint given: pass one or more `optigrade unlearn` directories, saved Δ files "
                           "(runs/<id>.delta.safetensors) or study directories, or model directories with --base")
@@ -284,11 +294,14 @@ _BASE_FIELDS = ("model", "benchmark", "benchmark_kwargs", "forget_fraction", "n_
 def _base_key(ck: Checkpoint) -> str:
     """What determines a checkpoint's base and benchmark (checkpoints sharing it share one build)."""
     if ck.kind == "delta":
-        return json.dumps(["delta", ck.setup["study_config"], ck.base])
+        return json.dumps(["delta", ck.setup["study_config"], ck.base, ck.setup.get("benchmark_kwargs")],
+                          sort_keys=True, default=str)
     if ck.kind == "unlearn":  # the fields that build the base and benchmark (not the optimizer's)
         c = {k: v for k, v in (ck.setup.get("config") or {}).items() if k in _BASE_FIELDS}
-        return json.dumps(["unlearn", c, ck.base, ck.benchmark], sort_keys=True, default=str)
-    return json.dumps(["hf", ck.base, ck.benchmark, ck.path if ck.base is None else ""])
+        return json.dumps(["unlearn", c, ck.base, ck.benchmark, ck.setup.get("benchmark_kwargs")], sort_keys=True,
+                          default=str)
+    return json.dumps(["hf", ck.base, ck.benchmark, ck.path if ck.base is None else "",
+                       ck.setup.get("benchmark_kwargs")], sort_keys=True, default=str)
 
 
 def _build_base(ck: Checkpoint):
@@ -302,7 +315,11 @@ def _build_base(ck: Checkpoint):
         if ck.base is not None:
             cfg["model"] = ck.base
         if ck.benchmark is not None:
+            if ck.benchmark != cfg.get("benchmark"):
+                cfg.pop("benchmark_kwargs", None)
             cfg["benchmark"] = ck.benchmark
+        if ck.setup.get("benchmark_kwargs"):
+            cfg["benchmark_kwargs"] = {**(cfg.get("benchmark_kwargs") or {}), **ck.setup["benchmark_kwargs"]}
         bench, base = build(UnlearnConfig(**{k: v for k, v in cfg.items() if k in UnlearnConfig.model_fields}),
                             False, None, None)
         return base, bench
@@ -313,16 +330,22 @@ def _build_base(ck: Checkpoint):
         cfg = load_config(ck.setup["study_config"])
         if ck.base is not None:
             cfg.model = ck.base
+        if ck.setup.get("benchmark_kwargs"):  # e.g. the data directory moved since the study ran
+            cfg = type(cfg)(**{**cfg.model_dump(), "benchmark_kwargs": {**cfg.benchmark_kwargs,
+                                                                        **ck.setup["benchmark_kwargs"]}})
         base, bench = prepare(cfg, progress=False)
         return base, bench
     from optigrade.unlearning.config import Setup
 
+    bk = ck.setup.get("benchmark_kwargs") or {}
     if ck.base is not None:
-        bench, base = build(Setup(benchmark=ck.benchmark, model=ck.base), False, None, None)
+        bench, base = build(Setup(benchmark=ck.benchmark, benchmark_kwargs=bk, model=ck.base), False, None, None)
         return base, bench
     from optigrade.unlearning.models import load
 
-    bench, _ = build(Setup(benchmark=ck.benchmark), False, None, load(ck.path)[0])  # verified against itself
+    model, tok = load(ck.path)
+    bench, _ = build(Setup(benchmark=ck.benchmark, benchmark_kwargs=bk), False, None, model,
+                     tokenizer=tok)  # verified against itself; a data layout tokenized by its own tokenizer
     return None, bench
 
 
@@ -731,7 +754,8 @@ def _run_ray(todo, s, out, address):
 def landscape_report(checkpoints: Sequence, *, quantities: Sequence[str] = ("top_eig", "trace"),
                      data="forget", out, resume: bool = False, overwrite: bool = False, backend: str = "local",
                      address: Optional[str] = None, workers: int = 1, params: Optional[str] = None,
-                     base: Optional[str] = None, benchmark: Optional[str] = None, budget=None,
+                     base: Optional[str] = None, benchmark: Optional[str] = None,
+                     benchmark_kwargs: Optional[Dict[str, Any]] = None, budget=None,
                      progress: bool = True, report: bool = True, threads: int = 1, **settings) -> pd.DataFrame:
     """Measure ``quantities`` on ``data`` (``"forget"``, ``"retain"`` or ``"both"``) for every
     checkpoint into ``out`` (module docstring) and return the table.
@@ -744,6 +768,8 @@ def landscape_report(checkpoints: Sequence, *, quantities: Sequence[str] = ("top
         backend: "local" (``workers`` processes; 1 = this process) or "ray" (``address``).
         params: which weights the Probe measures (a pattern; None: all).
         base / benchmark: override or supply the base model and benchmark (module docstring).
+        benchmark_kwargs: override the benchmark's arguments (e.g. ``{"data_dir": DIR}`` for a TOFU,
+            MUSE or WMDP layout).
         budget: memory budget (bytes or "4GB"); default 80% of the available memory.
         progress: a bar per measurement and a log line per finished part.
         report: write report.md / report.html and figures.
@@ -764,7 +790,7 @@ def landscape_report(checkpoints: Sequence, *, quantities: Sequence[str] = ("top
     cks = [c if isinstance(c, Checkpoint) else None for c in checkpoints]
     if any(c is None for c in cks):
         cks = find_checkpoints([c for c in checkpoints if not isinstance(c, Checkpoint)], base=base,
-                               benchmark=benchmark) + [c for c in checkpoints if isinstance(c, Checkpoint)]
+                               benchmark=benchmark, benchmark_kwargs=benchmark_kwargs) + [c for c in checkpoints if isinstance(c, Checkpoint)]
     need = [q for q in s.quantities if q in NEEDS_BASE]
     for ck in cks:
         if need and ck.kind == "hf" and ck.base is None:

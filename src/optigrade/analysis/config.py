@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import BeforeValidator, field_validator, model_validator
 
@@ -298,6 +298,9 @@ class StudyConfig(Setup):
     eval_splits: List[str] = F(["forget", "forget_para", "retain", "retain_para"], "splits scored per evaluation",
                                "[forget, retain]")
     reference: bool = F(True, "also attack the original (not unlearned) model once", True)
+    benchmark_metrics: Optional[Dict[str, Any]] = F(
+        {}, "the benchmark's published metrics (TOFU, MUSE, WMDP) on every scored model, with these arguments "
+        "(e.g. {limit: 100}); null: skip them (the built-in benchmarks have none)", "{}")
     threads: Optional[int] = F(1, "torch intra-op threads during the study (null: torch's default)", 1, ge=1)
     diagnostics: Annotated[DiagnosticsSpec, BeforeValidator(_diagnostics)] = F(
         DiagnosticsSpec(), "mechanism diagnostics", "{bits: [4, 8]}")
@@ -514,4 +517,15 @@ def load_config(path) -> StudyConfig:
         raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None  # one line
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: a study config must be a YAML mapping, got {type(d).__name__}")
+    _resolve_data_dir(d, p.parent)
     return StudyConfig(**d)
+
+
+def _resolve_data_dir(d: dict, base: Path) -> None:
+    """A relative ``data_dir`` (in a ``benchmark:`` section or ``benchmark_kwargs``) is relative to
+    the YAML file's directory, as a reader of the file expects; made absolute here."""
+    for holder in (d.get("benchmark"), d.get("benchmark_kwargs")):
+        if isinstance(holder, dict) and isinstance(holder.get("data_dir"), str):
+            q = Path(holder["data_dir"]).expanduser()
+            if not q.is_absolute():
+                holder["data_dir"] = str((base / q).resolve())

@@ -174,6 +174,8 @@ def _run_hash(cfg: StudyConfig, objective, opt: OptimizerSpec, seed: int, env: d
     version, CPU capability)."""
     d = cfg.to_dict()
     shared = {k: d[k] for k in _SHARED}
+    if d.get("benchmark_metrics", {}) != {}:  # the default leaves earlier studies' hashes as they were
+        shared["benchmark_metrics"] = d["benchmark_metrics"]
     obj = objective if isinstance(objective, str) else objective.to_yaml()
     refs = {}  # a control: the optimizer entries whose runs it is built from
     for r in (getattr(opt, "source", None), getattr(opt, "match", None)):
@@ -247,6 +249,16 @@ def _scored(bench, model, **kw):
     return bench.evaluate(model, per_example=pe, **kw), pe
 
 
+def _published(cfg: StudyConfig, bench, model) -> dict:
+    """The benchmark's own published metrics (TOFU forget probability / ROUGE / model utility,
+    MUSE VerbMem / KnowMem / PrivLeak, WMDP accuracy: :meth:`Benchmark.benchmark_metrics`) of
+    ``model``, unless the config's ``benchmark_metrics`` is null; ``{}`` for the built-in
+    benchmarks."""
+    if cfg.benchmark_metrics is None:
+        return {}
+    return dict(bench.benchmark_metrics(model, **cfg.benchmark_metrics))
+
+
 def _frame(rows: List[dict]) -> pd.DataFrame:
     """The schema's head columns first (run_id, subject, data, quantity, ...), then the run's
     context, then ``setting_*``."""
@@ -281,6 +293,7 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
     fsplits = [s for s in ("forget", "forget_para") if s in bench.splits]
     none = _subject(None, unlearned)
     m, pe = _scored(bench, model)
+    m.update(_published(cfg, bench, model))
     rows += _metric_rows({**common, **_attack_columns(None)}, m, "all", none, pe)
     for data, view in halves.items():
         m, pe = _scored(view, model, splits=fsplits, general=False)
@@ -289,6 +302,8 @@ def _attack_all(cfg: StudyConfig, model, bench: EvalBudget, seed: int, common: d
         attacked = apply_attack(a, model, bench, seed)
         half = a.kind == "relearn" and a.resolved()["protocol"] == "half"
         m, pe = _scored(halves["forget-half-B"] if half else bench, attacked)
+        if not half:
+            m.update(_published(cfg, bench, attacked))
         rows += _metric_rows({**common, **_attack_columns(a)}, m, "forget-half-B" if half else "all",
                              _subject(a, unlearned), pe)
         if half:

@@ -22,28 +22,41 @@ from ._names import optimizer_labels, split_label
 __all__ = ["barriers"]
 
 
-def _matrix(pw: pd.DataFrame, labels: dict):
+def _matrix(pw: pd.DataFrame, labels: dict, order: dict):
+    """One panel per data split: B(a, b) averaged over seeds (symmetric; 0 on the diagonal)."""
     names = list(dict.fromkeys(list(pw["endpoint_a"].astype(str)) + list(pw["endpoint_b"].astype(str))))
-    m = np.full((len(names), len(names)), np.nan)
-    for (a, b), g in pw.groupby(["endpoint_a", "endpoint_b"]):
-        i, j = names.index(str(a)), names.index(str(b))
-        m[i, j] = m[j, i] = float(g["value"].mean())
-    np.fill_diagonal(m, 0.0)
-    fig, axes = new_figure(1, 1, w=1.0 + 0.7 * len(names), h=0.8 + 0.6 * len(names))
-    ax = axes[0, 0]
-    im = ax.imshow(m, cmap="viridis")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            if np.isfinite(m[i, j]):
-                ax.text(j, i, f"{m[i, j]:.3g}", ha="center", va="center", fontsize=7,
-                        color="white" if m[i, j] < np.nanmean(m) else "black")
-    tick = [labels.get(n, n) for n in names]
-    ax.set_xticks(range(len(names)), tick, rotation=35, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), tick, fontsize=7)
-    ax.set_xlabel("endpoint θ_b")
-    ax.set_ylabel("endpoint θ_a")
-    fig.colorbar(im, ax=ax, label="barrier B (loss, nats/token)")
-    fig.suptitle("Linear-mode-connectivity barrier between checkpoints (mean over seeds)", fontsize=11)
+    names.sort(key=lambda n: (-1, 0) if n == "original" else (0, order.get(n, 99)))
+    splits = list(dict.fromkeys(pw["data"])) if "data" in pw else [None]
+    n = len(names)
+    fig, axes = new_figure(1, len(splits), w=(1.6 + 0.62 * n) * len(splits), h=1.2 + 0.55 * n)
+    for ax, d in zip(axes[0], splits):
+        g0 = pw if d is None else pw[pw["data"] == d]
+        m = np.full((n, n), np.nan)
+        seeds = {}
+        for (a, b), g in g0.groupby(["endpoint_a", "endpoint_b"]):
+            i, j = names.index(str(a)), names.index(str(b))
+            m[i, j] = m[j, i] = float(g["value"].mean())
+            seeds[(i, j)] = seeds[(j, i)] = g["seed"].nunique() if "seed" in g else 1
+        np.fill_diagonal(m, 0.0)
+        im = ax.imshow(m, cmap="viridis", vmin=0.0)
+        hi = np.nanmax(m) if np.isfinite(m).any() else 1.0
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", fontsize=7,
+                            color="white" if m[i, j] < 0.5 * hi else "black")
+        tick = [labels.get(x, x) for x in names]
+        ax.set_xticks(range(n), tick, rotation=40, ha="right", fontsize=7)
+        ax.set_yticks(range(n), tick, fontsize=7)
+        ax.set_xlabel("endpoint θ_b", fontsize=8)
+        ax.set_ylabel("endpoint θ_a", fontsize=8)
+        k = sorted(set(seeds.values()))
+        ax.set_title(f"loss on {split_label(d) if d is not None else 'the probe batch'}"
+                     f" (mean over {k[0] if len(k) == 1 else f'{k[0]}–{k[-1]}'} seed{'s' if k[-1] > 1 else ''})",
+                     fontsize=9)
+        fig.colorbar(im, ax=ax, label="barrier B (nats/token)", shrink=0.8)
+    fig.suptitle("Linear-mode-connectivity barrier between checkpoints: B = max over the straight path of the loss above "
+                 "the chord\n(0: one basin; > 0: a ridge between the two solutions; same objective and seed)", fontsize=9)
     return fig
 
 
@@ -58,7 +71,9 @@ def barriers(results: pd.DataFrame, objective: Optional[str] = None):
     r, obj = objective_rows(results, objective)
     pw = r[r["quantity"] == "geo_lmc_barrier"]
     if len(pw) and {"endpoint_a", "endpoint_b"} <= set(pw.columns):
-        return _matrix(pw, optimizer_labels(r))
+        known = r[r["optimizer"].notna()] if "optimizer" in r else r.iloc[:0]
+        st = styles(known) if len(known) else {}
+        return _matrix(pw, optimizer_labels(r), {k: v["order"] for k, v in st.items()})
     b = r[(r["quantity"] == "geo_interp_barrier") & (r["optimizer"] != "original")]
     if b.empty:
         raise MissingData("no barrier rows: neither pairwise 'geo_lmc_barrier' nor θ₀→θ_u 'geo_interp_barrier' "

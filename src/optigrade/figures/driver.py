@@ -41,7 +41,8 @@ FIGURES: Dict[str, Tuple[str, Callable]] = {
     "density": ("landscape", lambda t: spectral_density(
         t["landscape"], optimizer_labels(t["results"]) if "results" in t else None)),
     "certified_radius": ("results", lambda t: certified_radius(t["results"])),
-    "barrier": ("results", lambda t: barriers(t["results"])),
+    "barrier": ("results", lambda t: barriers(pd.concat([t["results"], t["lmc"]], ignore_index=True)
+                                              if "lmc" in t else t["results"])),
     "curves": ("results", lambda t: unlearning_curves(t["results"])),
     "theory": ("results", lambda t: theory_checks(t["results"])),
     "relearn_half": ("results", lambda t: relearn_half(t["results"])),
@@ -49,7 +50,7 @@ FIGURES: Dict[str, Tuple[str, Callable]] = {
 
 
 def load_tables(results_dir, results: Optional[pd.DataFrame] = None) -> Dict[str, pd.DataFrame]:
-    """``{"results", "explain", "landscape"}`` → the tables present in ``results_dir``.  A study
+    """``{"results", "explain", "landscape", "lmc"}`` → the tables present in ``results_dir``.  A study
     directory goes through :func:`optigrade.analysis.load_study` (which refuses an unfinished
     study); a 2-D plane in the landscape table is drawn from there when the results have none."""
     from optigrade.analysis import load_study
@@ -60,6 +61,8 @@ def load_tables(results_dir, results: Optional[pd.DataFrame] = None) -> Dict[str
         out["results"] = results
     elif (d / "results.parquet").exists():
         out["results"], _ = load_study(d)
+    if (d / "lmc.parquet").exists():  # barriers between checkpoints (optigrade lmc)
+        out["lmc"] = pd.read_parquet(d / "lmc.parquet")
     if (d / "explain.parquet").exists():
         out["explain"] = pd.read_parquet(d / "explain.parquet")
     if (d / "landscape.parquet").exists():
@@ -108,6 +111,8 @@ def write_all(results_dir, out_dir, dpi: int = 150, results: Optional[pd.DataFra
             if obj is not None:
                 r = t["results"]
                 t["results"] = r[(r["objective"] == obj) | (r["optimizer"] == "original")]
+                if "lmc" in t:
+                    t["lmc"] = t["lmc"][t["lmc"]["objective"] == obj]
             stem = name if obj is None else f"{name}-{obj}"
             try:
                 fig = draw(t)

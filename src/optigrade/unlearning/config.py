@@ -343,6 +343,21 @@ class Setup(Spec):
     @classmethod
     def _translate_legacy(cls, data: dict) -> dict:
         data = dict(data)
+        bench = data.get("benchmark")
+        if isinstance(bench, dict):  # a `benchmark:` section: {name: tofu, data_dir: DIR, split: forget10}
+            section = dict(bench)
+            if "name" not in section:
+                raise ConfigError(f"benchmark: a benchmark section needs a name, got {bench!r}; e.g. benchmark: "
+                                  "{name: tofu, data_dir: data/TOFU, split: forget10}")
+            data["benchmark"] = section.pop("name")
+            given = data.get("benchmark_kwargs") or {}
+            if not isinstance(given, dict):
+                raise ConfigError(f"benchmark_kwargs must be a mapping, got {given!r}")
+            both = sorted(set(section) & set(given))
+            if both:
+                raise ConfigError(f"benchmark arguments {both} are given both in the benchmark section and in "
+                                  "benchmark_kwargs; give each once")
+            data["benchmark_kwargs"] = {**section, **given}
         if "n_entities" in data:
             warnings.warn("`n_entities` is now a benchmark argument: write benchmark_kwargs: {n_entities: N} "
                           "(the old key is accepted for one release)", DeprecationWarning, stacklevel=4)
@@ -436,12 +451,13 @@ class UnlearnConfig(Setup):
     optigrade._validate.ConfigError: optimizer 'zo-sgd': q must be ...
     """
 
-    objective: str = F("graddiff", "the unlearning objective: ga, graddiff, npo, simnpo, wga", "npo")
+    objective: str = F("graddiff", "the unlearning objective: ga, graddiff, npo, simnpo, wga, rmu", "npo")
     objective_kwargs: Dict[str, Any] = F({}, "objective hyperparameters", "{beta: 0.1}")
     optimizer: str = F("adam", "a registered optimizer (see `optigrade optimizers`)", "adam")
     lr: float = F(1e-3, "the learning rate", "1e-3", gt=0, allow_inf_nan=False)
     steps: Steps = F(200, "the step budget (a cap when target is set)", 200)
-    params: ParamsRegex = F(None, "regex over parameter names: the weights to update (null: all)",
+    params: ParamsRegex = F(None, "regex over parameter names: the weights to update (null: the objective's "
+                            "default: all, RMU mlp.down_proj of layers ℓ−2..ℓ)",
                               "'mlp\\.down_proj'")
     optimizer_kwargs: Dict[str, Any] = F({}, "optimizer hyperparameters", "{mu: 1.0e-3}")
     seed: int = F(0, "the run's seed (data order, ZO directions)", 0, ge=0)
@@ -456,6 +472,18 @@ class UnlearnConfig(Setup):
             raise ValueError(f"seed must be < 2**63, got {v}; the run's seed (data order, ZO directions), e.g. 0")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_default_params(cls, data):
+        """``params`` left null takes the objective's ``default_params()`` (RMU: ``mlp.down_proj`` of
+        layers ℓ−2..ℓ, as the reference trains); a pattern the user gives always wins."""
+        if isinstance(data, dict) and data.get("params") is None:
+            pattern = _objective_default_params(data.get("objective", cls.model_fields["objective"].default),
+                                                data.get("objective_kwargs"))
+            if pattern is not None:
+                data = {**data, "params": pattern}
+        return data
+
     @model_validator(mode="after")
     def _run_checks(self):
         if self.target is not None and self.steps < self.eval_every:
@@ -463,8 +491,49 @@ class UnlearnConfig(Setup):
                              f"checked only at the last step; raise steps to >= {self.eval_every} or lower "
                              "eval_every (as a study requires)")
         check_objective(self.objective, self.objective_kwargs)
+        _check_objective_layers(self.objective, self.objective_kwargs, self.model)
         check_optimizer(self.optimizer, self.lr, self.optimizer_kwargs)
         return self
+
+
+def _objective_default_params(name, kwargs) -> Optional[str]:
+    """The objective's default parameter pattern (None for a bad name or arguments: those are
+    refused, with their own message, by :func:`check_objective`)."""
+    from .objectives import make_objective
+
+    try:
+        return make_objective(name, **(kwargs if isinstance(kwargs, dict) else {})).default_params()
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _num_layers(model: str) -> Optional[int]:
+    """The decoder-layer count of ``model`` when it is known without loading it: the tiny model's
+    config, a checkpoint's config.json; else None (the loop checks the loaded model)."""
+    import json
+
+    if model == "tiny":
+        from .models.tiny import TinyConfig
+
+        return TinyConfig().num_hidden_layers
+    cfg = Path(model).expanduser() / "config.json"
+    try:
+        n = json.loads(cfg.read_text()).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def _check_objective_layers(name: str, kwargs: dict, model: str) -> None:
+    """An objective reading one decoder layer (RMU) names a layer the model has, checked before any
+    model loads when the layer count is known."""
+    from .objectives import make_objective
+
+    obj = make_objective(name, **kwargs)
+    check = getattr(obj, "check_num_layers", None)
+    n = _num_layers(model) if check is not None else None
+    if n is not None:
+        check(n)
 
 
 #: UnlearnConfig field -> OptimizerSpec field, where the names differ

@@ -53,7 +53,7 @@ def build_benchmark(cfg: Setup, model=None, tokenizer=None, progress: bool = Fal
     return cls(**kw)
 
 
-def build(cfg: Setup, progress: bool = True, benchmark: Optional[Benchmark] = None, model=None):
+def build(cfg: Setup, progress: bool = True, benchmark: Optional[Benchmark] = None, model=None, tokenizer=None):
     """``(benchmark, model)`` for ``cfg`` in the order their dependencies need: the tiny model
     is pretrained on the benchmark, while a model-verified benchmark (``needs_model``) is built
     against its reference model when that is the model being unlearned (``cfg.model ==
@@ -78,6 +78,14 @@ def build(cfg: Setup, progress: bool = True, benchmark: Optional[Benchmark] = No
             return build_benchmark(cfg, model, tok, progress), model
         except ValueError as e:  # ModelLoadError, too few verified facts for the split, bad argument
             raise ConfigError(str(e)) from None
+    if benchmark is None and tokenizer is not None and getattr(cls, "tokenizer_from_model", False):
+        try:  # the given model's own tokenizer (e.g. a model directory's)
+            benchmark = build_benchmark(cfg, tokenizer=tokenizer, progress=progress)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if benchmark is None and model is not None and getattr(cls, "tokenizer_from_model", False) and cfg.model != "tiny":
+        raise ConfigError(f"the {cfg.benchmark} benchmark is tokenized by the model's tokenizer: with a given model, "
+                          "pass its tokenizer too (build(cfg, model=model, tokenizer=tok)) or a built benchmark")
     if benchmark is None and model is None and getattr(cls, "tokenizer_from_model", False) and cfg.model != "tiny":
         # a local data layout (TOFU, MUSE, WMDP) on a real model: its text is tokenized by that model's
         # tokenizer, so the model is loaded first (the layout was checked when the config was validated);

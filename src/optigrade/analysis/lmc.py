@@ -1,0 +1,191 @@
+"""Linear-mode-connectivity barriers *between* a study's unlearned checkpoints (SPEC §1.1: "sign-
+based optimizers land in the same basin as Adam; ZO solutions do not").
+
+For two checkpoints θa, θb of the same objective and seed (each rebuilt bit for bit from the
+study's saved Δ, ``runs/<run_id>.delta.safetensors``, on the study's base θ₀):
+
+    B(a, b) = max_α L((1−α)θa + αθb) − [(1−α)L(θa) + αL(θb)],   α on a grid of ``points``
+
+(:func:`optigrade.landscape.mode_connectivity`), L the token-weighted answer NLL on a fixed batch
+of the first ``examples`` facts of ``data`` (the geometry stage's batch,
+:func:`~optigrade.analysis.geometry.probe_batch`).  The original θ₀ is an endpoint too
+("original"), so the matrix holds the θ₀ → θ_u barrier of each run beside the pairwise ones.
+A barrier near 0 (within the grid's resolution) says the straight line between the two stays in
+one basin; a positive barrier says there is a loss ridge between them.
+
+Rows (tidy, one per pair): ``quantity`` "geo_lmc_barrier", ``value`` (nats/token),
+``endpoint_a`` / ``endpoint_b`` (optimizer or control keys, "original" for θ₀), ``run_a`` /
+``run_b``, ``objective``, ``seed``, ``data``, ``argmax_alpha``, the losses at both ends, the
+settings and the number of loss evaluations.  :func:`lmc_barriers` writes them to
+``STUDY/lmc.parquet`` atomically after every pair (an interrupted run keeps its finished pairs;
+``resume=True`` computes only the missing ones); ``optigrade figures`` draws the matrix from it.
+
+    >>> from optigrade.analysis.lmc import pairs_of
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"run_id": ["a", "b", "c"], "optimizer": ["adam", "zo-sgd", "adam"],
+    ...                      "objective": ["npo"] * 3, "seed": [0, 0, 1], "delta_file": ["x", "y", "z"]})
+    >>> [(p[0], p[1]) for p in pairs_of(runs)]          # within (objective, seed); θ₀ joins each group
+    [('original', 'a'), ('original', 'b'), ('a', 'b'), ('original', 'c')]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import pandas as pd
+import torch
+
+from .._files import atomic_write_parquet
+from .._validate import ConfigError
+
+__all__ = ["lmc_barriers", "pairs_of", "LMC_FILE"]
+
+LMC_FILE = "lmc.parquet"
+
+
+def pairs_of(runs: pd.DataFrame, include_original: bool = True) -> List[Tuple[str, str, str, int]]:
+    """``(run_a, run_b, objective, seed)`` for every pair of runs sharing objective and seed
+    (and θ₀ → each run as ``("original", run)`` when ``include_original``), in table order."""
+    out = []
+    for (obj, seed), g in runs.groupby(["objective", "seed"], sort=False):
+        ids = list(dict.fromkeys(g["run_id"]))
+        ends = (["original"] if include_original else []) + ids
+        for a, b in itertools.combinations(ends, 2):
+            out.append((a, b, str(obj), int(seed)))
+    return out
+
+
+def _runs(study: Path) -> pd.DataFrame:
+    from .report import load_study
+
+    results, _ = load_study(study)
+    need = {"run_id", "optimizer", "objective", "seed", "delta_file"}
+    if not need <= set(results.columns):
+        raise ConfigError(f"{study}: results.parquet lacks {sorted(need - set(results.columns))}; rerun the study "
+                          "with this optigrade, which saves one Δ per run")
+    r = results[(results["delta_file"].astype(str) != "") & (results["optimizer"] != "original")]
+    r = r.drop_duplicates("run_id")[["run_id", "optimizer", "objective", "seed", "delta_file"]]
+    if "stop_reason" in results:
+        diverged = set(results.loc[results["stop_reason"].astype(str) == "diverged", "run_id"])
+        r = r[~r["run_id"].isin(diverged)]
+    if r.empty:
+        raise ConfigError(f"{study}: no run with a saved Δ (runs/<id>.delta.safetensors); nothing to connect")
+    return r.reset_index(drop=True)
+
+
+def lmc_barriers(study_dir, *, data="forget", examples: int = 16, points: int = 11,
+                 params: Optional[str] = None, objectives: Optional[Sequence[str]] = None,
+                 include_original: bool = True, resume: bool = False, progress: bool = True,
+                 base=None, benchmark=None) -> pd.DataFrame:
+    """Barriers between every pair of a finished study's checkpoints of the same objective and
+    seed (module docstring), written to ``study_dir/lmc.parquet`` and returned.
+
+    Args:
+        data: the split(s) whose first ``examples`` facts form the loss batch ("forget", "retain",
+            a list, or "forget,retain").
+        points: α grid on [0, 1] (≥ 3; the barrier's resolution is 1/(points−1)).
+        params: which weights the path moves (a pattern); default: every parameter any Δ moved.
+        objectives: only these objectives (default: all of the study's).
+        resume: keep the pairs already in lmc.parquet computed with the same settings.
+        base / benchmark: the study's base model and benchmark when they were given to
+            :func:`~optigrade.analysis.study.run_study` (default: rebuilt from its config.yaml);
+            every Δ checks the base's sha256.
+
+    Raises:
+        ConfigError: before any work: not a finished study, no saved Δ, bad ``points`` /
+            ``examples`` / ``data``, lmc.parquet holding other settings without ``resume``.
+    """
+    from optigrade import landscape as ls
+
+    from .config import load_config
+    from .deltas import load_delta
+    from .geometry import _flat, probe_batch
+    from .study import prepare
+
+    study = Path(study_dir)
+    if not (study / "config.yaml").is_file():
+        raise ConfigError(f"{str(study_dir)!r} is not a study directory (no config.yaml); pass the --out of "
+                          "`optigrade study`")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 3:
+        raise ConfigError(f"points must be an integer >= 3, got {points!r}; the α grid of each path, try 11")
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+        raise ConfigError(f"examples must be a positive integer, got {examples!r}; try 16")
+    splits = [x.strip() for x in data.split(",") if x.strip()] if isinstance(data, str) else list(data)
+    if not splits:
+        raise ConfigError(f"data must name at least one split, got {data!r}; e.g. forget or forget,retain")
+    runs = _runs(study)
+    if objectives is not None:
+        bad = sorted(set(objectives) - set(runs["objective"]))
+        if bad:
+            raise ConfigError(f"objectives {bad} are not in the study; it has {sorted(set(runs['objective']))}")
+        runs = runs[runs["objective"].isin(list(objectives))]
+    settings = {"data": splits, "examples": examples, "points": points, "params": params,
+                "include_original": include_original}
+    path = study / LMC_FILE
+    done = pd.DataFrame()
+    if path.exists():
+        old = pd.read_parquet(path)
+        old_settings = json.loads(old["settings"].iloc[0]) if len(old) else settings
+        if not resume:
+            raise ConfigError(f"{path} exists; pass resume=True (--resume) to complete it or delete it to start again")
+        if old_settings != settings:
+            diff = next(k for k in settings if old_settings.get(k) != settings[k])
+            raise ConfigError(f"{path} was computed with {diff}={old_settings.get(diff)!r}, not {settings[diff]!r}; "
+                              "use the same settings to resume or delete the file")
+        done = old
+    from .._quiet import maybe_quiet
+
+    cfg = load_config(study / "config.yaml")
+    with maybe_quiet(False):
+        base, bench = prepare(cfg, progress=False, base=base, benchmark=benchmark)
+    bad = [x for x in splits if x not in bench.splits]
+    if bad:
+        raise ConfigError(f"data {bad[0]!r} is not a split of the study's benchmark; choose from {sorted(bench.splits)}")
+    deltas = {r.run_id: load_delta(study / r.delta_file) for r in runs.itertuples()}
+    for d in deltas.values():
+        d.check_base(base)
+    moved = sorted(set().union(*(d.names for d in deltas.values())))
+    names = moved if params is None else None
+    key = {r.run_id: r.optimizer for r in runs.itertuples()}
+    def theta(rid: str, probe, theta0) -> torch.Tensor:
+        if rid == "original":
+            return theta0
+        t = deltas[rid].tensors
+        return torch.cat([(t[n] if n in t else dict(base.named_parameters())[n].detach().cpu()).double().reshape(-1)
+                          for n in probe.names]).to(theta0.device)
+
+    todo = [(d, *p) for d in splits for p in pairs_of(runs, include_original)]
+    have = set(zip(done["data"], done["run_a"], done["run_b"])) if len(done) else set()
+    rows = done.to_dict("records") if len(done) else []
+    from tqdm.auto import tqdm
+
+    probes = {}
+    for data, a, b, obj, seed in tqdm([p for p in todo if p[:3] not in have], desc="mode connectivity",
+                                      disable=not progress, leave=False):
+        if data not in probes:
+            probes[data] = ls.Probe(base, [probe_batch(bench, data, examples)], params=names, param_filter=params)
+        probe = probes[data]
+        theta0 = _flat(probe)
+        t0 = time.perf_counter()
+        res = ls.mode_connectivity(probe, theta(a, probe, theta0).to(probe.dtype), theta(b, probe, theta0).to(probe.dtype),
+                                   points=points)
+        rows.append({"quantity": "geo_lmc_barrier", "value": res.extras["barrier"], "unit": "loss (nats/token)",
+                     "endpoint_a": "original" if a == "original" else key[a],
+                     "endpoint_b": "original" if b == "original" else key[b], "run_a": a, "run_b": b,
+                     "objective": obj, "seed": seed, "data": data, "argmax_alpha": res.extras["argmax_alpha"],
+                     "loss_a": float(res.losses[0]), "loss_b": float(res.losses[-1]),
+                     "losses": json.dumps([round(float(x), 6) for x in res.losses]),
+                     "n_params": int(theta0.numel()), "cost_loss": int(points),
+                     "seconds": time.perf_counter() - t0, "settings": json.dumps(settings, sort_keys=True)})
+        _write(path, rows)  # after every pair: an interrupted run keeps what it finished
+    if not rows:
+        _write(path, rows)
+    return pd.DataFrame(rows)
+
+
+def _write(path: Path, rows: List[dict]) -> None:
+    atomic_write_parquet(pd.DataFrame(rows), path)
