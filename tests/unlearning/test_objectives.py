@@ -140,6 +140,6 @@ def test_every_hyperparameter_is_reachable_by_name(name):
 def test_registry_and_capabilities():
     from optigrade.unlearning import OBJECTIVES
 
-    assert OBJECTIVES.names() == ["ga", "graddiff", "npo", "simnpo", "wga"]
+    assert OBJECTIVES.names() == ["ga", "graddiff", "npo", "rmu", "simnpo", "wga"]
     assert OBJECTIVES.get("NPO") is NPO and NPO.needs_reference and not GA.needs_retain
     assert NPO(beta=0.3).name == "npo"

@@ -23,7 +23,7 @@ from .benchmarks import BENCHMARKS, QA, Benchmark, SyntheticFacts, benchmark_kwa
 from .loop import UnlearnResult, unlearn
 from .models import MODELS, PretrainConfig, TinyConfig, pretrain, pretrained_tiny, tiny_llama
 from .models import load as load_model
-from .objectives import (GA, NPO, OBJECTIVES, WGA, GradDiff, Objective, Reference, SimNPO, make_objective,
+from .objectives import (GA, NPO, OBJECTIVES, RMU, WGA, GradDiff, Objective, Reference, SimNPO, make_objective,
                          objective_hyperparameters)
 from .config import ObjectiveSpec, OptimizerSpec, Setup
 from .run import ConfigError, UnlearnConfig, run_unlearn
@@ -33,7 +33,7 @@ __all__ = [
     "QA", "Benchmark", "SyntheticFacts", "BENCHMARKS", "benchmark_kwargs",
     "TinyConfig", "PretrainConfig", "tiny_llama", "pretrain", "pretrained_tiny", "load_model", "MODELS",
     "ModelLoadError",
-    "Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "Reference", "make_objective",
+    "Objective", "GA", "GradDiff", "NPO", "SimNPO", "WGA", "RMU", "Reference", "make_objective",
     "objective_hyperparameters", "OBJECTIVES",
     "unlearn", "UnlearnResult", "cosine_schedule",
     "UnlearnConfig", "Setup", "OptimizerSpec", "ObjectiveSpec", "ConfigError", "run_unlearn",

@@ -403,6 +403,9 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
     if params is None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
     fwd = _closure_model(model, params, prefix_cache)  # what the closure's losses call
+    check = getattr(objective, "check_model", None)
+    if check is not None:  # e.g. RMU's layer must exist: refused before any step
+        check(fwd)
     if objective.needs_reference and reference is None:
         reference = Reference(model)
     gen = torch.Generator().manual_seed(seed)
@@ -422,7 +425,7 @@ def unlearn(model, objective: Objective, optimizer: torch.optim.Optimizer, bench
         closure = Closure(
             lambda: objective(fwd, f, r, reference), params,
             forget_fn=lambda: objective.forget_term(fwd, f, reference),
-            retain_fn=lambda: objective.retain_term(fwd, r),
+            retain_fn=lambda: objective.retain_term(fwd, r, reference),
             retain_loss_fn=lambda: mean_nll(lm_logits(fwd, r), r["labels"]),
             sampled_label_fn=_sampled_label_loss(fwd, [f, r]),
         )
