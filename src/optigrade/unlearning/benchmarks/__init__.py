@@ -20,6 +20,8 @@ from .base import BENCHMARKS, QA, Benchmark, answer_stats, benchmark_kwargs
 from .real_facts import RealFacts, TooFewFactsError, check_reply
 from .synthetic import ATTRIBUTES, SyntheticFacts
 from .tofu import TOFU, write_layout_from_facts
+from .muse import MUSE, MUSEBooks
+from .wmdp import WMDP
 
 __all__ = ["BENCHMARKS", "Benchmark", "QA", "benchmark_kwargs", "answer_stats",
            "SyntheticFacts", "ATTRIBUTES", "RealFacts", "TooFewFactsError", "check_reply"]
