@@ -12,8 +12,10 @@ s = +1, or −1 when lower R means more knowledge (a name with ``nll``, ``ppl`` 
 positive recovery always means knowledge came back; R(original, D) comes from the
 ``run_id == "reference"`` rows, and the fraction is defined only where the run forgot at least
 one fact (s·[R(original) − R(unlearned)] ≥ one fact).  *One fact* is the response's
-resolution: ``fact`` if given, else the smallest gap between distinct values of R on D in the
-table (1/N for an accuracy over N facts), so "|recovery| < one fact" means "recovery 0".
+resolution: ``fact`` if given, else 1/N for an accuracy over N facts (N from the rows'
+``per_example`` strings, else the smallest N making every value a multiple of 1/N), else the
+smallest gap between distinct values of R on D (:func:`_one_fact`), so "|recovery| < one fact"
+means "recovery 0".
 
 **Predictors**, per run, from its ``subject == "unlearned"`` rows (index 0; a predictor's rows
 with ``attack == a`` when the table has any for a, else attack "none"): the displacement
@@ -359,6 +361,35 @@ def _check(results, response, population, n_boot, level, min_n, threshold, fact)
 
 
 # ----------------------------------------------------------------------------- explain
+def _one_fact(rows: pd.DataFrame, max_n: int = 5000) -> float:
+    """One fact's worth of a response on one split (module docstring): 1/N where N is the
+    number of scored facts — read from the rows' ``per_example`` strings (one 0/1 per fact) when
+    present, else the smallest N ≤ ``max_n`` for which every value in [0, 1] is a multiple of 1/N
+    (an accuracy over N facts) — else the smallest gap between distinct values (a continuous
+    response such as an NLL).  Not the smallest gap alone: on a 100-fact split whose runs all
+    differ by ≥ 2 facts that gap is 0.02, two facts, not one.
+
+        >>> import pandas as pd
+        >>> _one_fact(pd.DataFrame({"value": [0.0, 0.02, 0.06, 0.5]}))        # all multiples of 1/50
+        0.02
+        >>> _one_fact(pd.DataFrame({"value": [0.0, 0.02, 0.5], "per_example": ["0" * 100] * 3}))
+        0.01
+        >>> round(_one_fact(pd.DataFrame({"value": [1.25, 1.5, 2.0625]})), 4)   # not in [0, 1]: the smallest gap
+        0.25
+    """
+    if "per_example" in rows:
+        n = {len(x) for x in rows["per_example"].dropna() if isinstance(x, str) and x}
+        if len(n) == 1:
+            return 1.0 / n.pop()
+    v = rows["value"].dropna().to_numpy(float)
+    if len(v) and (v >= 0).all() and (v <= 1).all() and (v > 0).any():
+        for n in range(1, max_n + 1):
+            if np.all(np.abs(v * n - np.round(v * n)) < 1e-6 * n):
+                return 1.0 / n
+    pool = np.unique(np.round(v, 12))
+    return float(np.diff(pool).min()) if len(pool) > 1 else float("nan")
+
+
 def explain(results: pd.DataFrame, *, population: str = "matched", response: str = "forget_acc",
             displacement="diag_update_norm", curvature: Sequence = CURVATURE, descriptive: Sequence = DESCRIPTIVE,
             n_boot: int = 2000, level: float = 0.95, min_n: int = 12, threshold: float = 0.6,
@@ -406,8 +437,7 @@ def explain(results: pd.DataFrame, *, population: str = "matched", response: str
     plans = []  # every lookup first: a bad predictor is refused before any resampling
     for (a, D), g in att.groupby(["attack", "data"], sort=False):
         label = a if att.loc[att["attack"] == a, "data"].nunique() == 1 else f"{a}@{D}"
-        pool = np.unique(np.round(resp.loc[resp["data"] == D, "value"].dropna().to_numpy(float), 12))
-        one = fact if fact is not None else (float(np.diff(pool).min()) if len(pool) > 1 else float("nan"))
+        one = fact if fact is not None else _one_fact(resp[resp["data"] == D])
         tol = (one if one == one else 1e-12) * (1 - 1e-9)  # |Δ| ≥ tol: at least one fact
         u = base[base["data"] == D].groupby("run_id")["value"].first()
         v = g.groupby("run_id")["value"].first()
