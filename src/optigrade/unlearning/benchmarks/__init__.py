@@ -4,11 +4,14 @@
 itself, and importing this package imports them all:
 
 * ``"synthetic"``: :class:`SyntheticFacts`, the embedded default (fictitious people);
-* ``"smollm2-facts"``: :class:`RealFacts`, real facts verified against SmolLM2-135M-Instruct.
+* ``"smollm2-facts"``: :class:`RealFacts`, real facts verified against SmolLM2-135M-Instruct;
+* ``"tofu"``, ``"muse-news"``, ``"muse-books"``, ``"wmdp"``: the field's benchmarks read from a
+  local copy of their public layouts (``data_dir``; see each module), with their published metrics
+  (:meth:`Benchmark.benchmark_metrics`).
 
     >>> from optigrade.unlearning.benchmarks import BENCHMARKS, benchmark_kwargs
     >>> BENCHMARKS.names()
-    ['smollm2-facts', 'synthetic']
+    ['muse-books', 'muse-news', 'smollm2-facts', 'synthetic', 'tofu', 'wmdp']
     >>> bench = BENCHMARKS.get("synthetic")(n_entities=20, forget_fraction=0.1)
     >>> len(bench.forget), len(bench.retain)         # 2 of 20 people × 5 attributes
     (10, 90)
