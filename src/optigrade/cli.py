@@ -135,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the one in the checkpoint's manifest.json, else synthetic")
     _add_bench_args(p)
     _add_device_args(p)
+    p.add_argument("--lm-eval", default=None, metavar="TASKS",
+                   help="instead of the benchmark, lm-eval tasks, comma-separated, e.g. wmdp_bio,wmdp_cyber,mmlu "
+                        "(needs pip install optigrade[lmeval]); prints the table and writes it to --lm-eval-out")
+    p.add_argument("--lm-eval-limit", type=float, default=None, metavar="N",
+                   help="at most N documents per lm-eval task (a fraction < 1: that share)")
+    p.add_argument("--lm-eval-include", default=None, metavar="DIR",
+                   help="a directory of task YAMLs (e.g. a local copy of a dataset: dataset_path json)")
+    p.add_argument("--lm-eval-fewshot", type=int, default=None, metavar="K",
+                   help="few-shot examples per prompt (default: each task's, 0 for WMDP)")
+    p.add_argument("--lm-eval-batch-size", type=int, default=8, metavar="B", help="documents per forward pass")
+    p.add_argument("--lm-eval-out", default=None, metavar="FILE",
+                   help="where the lm-eval table goes (.csv; default: CHECKPOINT/lm_eval.csv for a directory)")
 
     sub.add_parser("optimizers", help="list registered optimizers with their grade")
 
@@ -292,6 +304,11 @@ def _cmd_evaluate(a) -> int:
     from optigrade.unlearning.models import load, read_manifest
     from optigrade.unlearning.run import build_benchmark
 
+    if a.lm_eval is not None:
+        return _cmd_evaluate_lm_eval(a)
+    for flag in ("lm_eval_limit", "lm_eval_include", "lm_eval_fewshot", "lm_eval_out"):
+        if getattr(a, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} needs --lm-eval TASKS (e.g. --lm-eval wmdp_bio)")
     path = Path(a.checkpoint)
     setup = {}
     if path.is_dir():  # the benchmark the checkpoint was unlearned on, with its settings
@@ -323,6 +340,41 @@ def _cmd_evaluate(a) -> int:
     metrics = bench.evaluate(model)
     metrics.update(bench.benchmark_metrics(model))  # the benchmark's published metrics ({} for the built-ins)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_evaluate_lm_eval(a) -> int:
+    """``evaluate CKPT --lm-eval TASKS``: lm-eval's tasks on the checkpoint (tasks, lm-eval and their
+    data checked before the model loads); the table printed and written as CSV."""
+    from optigrade.analysis.harness import check_lm_eval, run_lm_eval
+    from optigrade.unlearning.models import load
+
+    path = Path(a.checkpoint)
+    limit = a.lm_eval_limit
+    if limit is not None:
+        if not limit > 0:
+            raise ConfigError(f"--lm-eval-limit must be > 0, got {limit:g}; e.g. --lm-eval-limit 100")
+        limit = int(limit) if limit >= 1 and limit == int(limit) else limit
+        if isinstance(limit, float) and limit > 1:
+            raise ConfigError(f"--lm-eval-limit must be a whole number of documents or a fraction < 1, got {limit:g}")
+    if a.lm_eval_fewshot is not None and a.lm_eval_fewshot < 0:
+        raise ConfigError(f"--lm-eval-fewshot must be >= 0, got {a.lm_eval_fewshot}; e.g. --lm-eval-fewshot 0")
+    if a.lm_eval_batch_size < 1:
+        raise ConfigError(f"--lm-eval-batch-size must be >= 1, got {a.lm_eval_batch_size}; e.g. 8")
+    out = Path(a.lm_eval_out) if a.lm_eval_out is not None else (path / "lm_eval.csv" if path.is_dir() else None)
+    if out is not None and out.exists() and out.is_dir():
+        raise ConfigError(f"--lm-eval-out {str(out)!r} is a directory; give a file name, e.g. lm_eval.csv")
+    cfg = Setup(**_device_over(a))  # the device / dtype, checked
+    tasks = [t.strip() for t in a.lm_eval.split(",") if t.strip()]
+    check_lm_eval(tasks, include_path=a.lm_eval_include)  # before the model loads
+    model, tok = load(path, device=cfg.device, dtype=cfg.dtype)
+    table = run_lm_eval(model, tok, tasks, limit=limit, num_fewshot=a.lm_eval_fewshot,
+                        include_path=a.lm_eval_include, batch_size=a.lm_eval_batch_size)
+    print(table.to_string(index=False))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        print(f"written: {out}")
     return 0
 
 
