@@ -105,7 +105,6 @@ def test_chunks_follow_the_real_tokenizer_offsets():
 
 
 @pytest.mark.parametrize("breakage, kwargs, needle", [
-    (None, {"data_dir": None}, "no data_dir given"),
     ("rm knowmem/retain_qa.json", {}, "retain_qa"),
     ("rm privleak/holdout.json", {}, "holdout"),
     ("empty verbmem/forget.json", {}, "verbmem/forget.json is empty"),
@@ -133,6 +132,37 @@ def test_bad_layout_is_a_config_error(tmp_path, breakage, kwargs, needle):
     assert needle in str(e.value)
     if "data_dir" not in kwargs and breakage:
         assert "MUSE" in str(e.value)   # errors name the layout
+
+
+def test_hub_when_no_data_dir(monkeypatch, layout):
+    """data_dir=None reads the hub's configs/splits through datasets (served here from the local
+    layout by a stand-in for _layout.hub_records); offline, the error says to pass --data-dir."""
+    from optigrade.unlearning.benchmarks import _layout
+    from optigrade.unlearning.benchmarks.muse import read_table, read_texts
+
+    asked = []
+
+    def fake(repo, config, split, columns, layout_name):
+        asked.append((repo, config, split))
+        if split == "retain_qa":   # an older hub version: only retain2_qa
+            raise _layout.LayoutError("no such split")
+        name = split.replace("retain2_", "retain_")
+        path = next((layout / config).glob(f"{name}.*"))
+        rows = read_table(path, columns, "MUSE", "") if columns != ("text",) else \
+            [{"text": t} for t in read_texts(path, "MUSE", "")]
+        return rows
+
+    monkeypatch.setattr(_layout, "hub_records", fake)
+    b = MUSEBooks(max_length=16)
+    assert ("muse-bench/MUSE-Books", "knowmem", "retain2_qa") in asked and ("muse-bench/MUSE-Books", "raw", "retain1") in asked
+    assert b.knowmem == MUSE(layout, max_length=16).knowmem and b.settings()["data_dir"] == "muse-bench/MUSE-Books"
+
+    def offline(repo, config, split, columns, layout_name):
+        raise _layout.LayoutError(f"MUSE: could not read {repo} from the hub (OSError); pass --data-dir DIR")
+
+    monkeypatch.setattr(_layout, "hub_records", offline)
+    with pytest.raises(ConfigError, match="MUSE-News.*pass --data-dir"):
+        UnlearnConfig(benchmark="muse-news", benchmark_kwargs={})
 
 
 def test_good_layout_validates(layout):

@@ -139,7 +139,6 @@ def test_continuation_split_is_lm_evals(layout):
 
 
 @pytest.mark.parametrize("breakage, kwargs, needle", [
-    (None, {"data_dir": None}, "no data_dir given"),
     (None, {"subset": "nuclear"}, "unknown WMDP subset 'nuclear'"),
     (None, {"subset": "chem"}, "no chemistry corpora"),
     (None, {"subset": "cyber"}, "wmdp-cyber"),
@@ -170,6 +169,29 @@ def test_bad_layout_is_a_config_error(tmp_path, breakage, kwargs, needle):
     with pytest.raises(ConfigError) as e:
         UnlearnConfig(benchmark="wmdp", benchmark_kwargs={"data_dir": str(d), **kwargs})
     assert needle in str(e.value)
+
+
+def test_hub_when_no_data_dir(monkeypatch, layout):
+    """data_dir=None asks the hub for cais/wmdp, cais/wmdp-corpora, the gated bio forget corpus and
+    cais/mmlu (a stand-in for _layout.hub_records serves the local files)."""
+    from optigrade.unlearning.benchmarks import _layout
+    from optigrade.unlearning.benchmarks.muse import read_table, read_texts
+
+    asked = []
+    files = {("cais/wmdp", "wmdp-bio"): "wmdp-bio.json", ("cais/wmdp-bio-forget-corpus", None): "bio-forget-corpus.jsonl",
+             ("cais/wmdp-corpora", "bio-retain-corpus"): "bio-retain-corpus.jsonl",
+             ("cais/mmlu", "college_biology"): "mmlu/college_biology.jsonl"}
+
+    def fake(repo, config, split, columns, layout_name):
+        asked.append((repo, config, split))
+        path = layout / files[(repo, config)]
+        return read_table(path, columns, "WMDP", "") if columns != ("text",) else \
+            [{"text": t} for t in read_texts(path, "WMDP", "")]
+
+    monkeypatch.setattr(_layout, "hub_records", fake)
+    b = WMDP(max_length=16, mmlu="college_biology")
+    assert sorted(asked) == sorted([(r, c, "test" if r in ("cais/wmdp", "cais/mmlu") else "train") for r, c in files])
+    assert b.splits == WMDP(layout, max_length=16, mmlu="college_biology").splits
 
 
 def test_hub_layout_and_answer_letters(tmp_path):

@@ -14,6 +14,8 @@ machines, so the benchmark reads the hub's config/split structure from ``data_di
     DIR/privleak/forget.*, holdout.*
                              PrivLeak member / non-member texts           column text
 
+With ``data_dir=None`` the same configs and splits are read from the hub through ``datasets``
+(:func:`~optigrade.unlearning.benchmarks._layout.hub_records`), where it can be reached.
 ``*`` is ``.json`` (a JSON array, or JSON lines), ``.jsonl``, ``.parquet`` (what ``datasets``
 exports), the hub's own shard name ``NAME-00000-of-00001.parquet``, or for ``raw`` a plain
 ``.txt`` (the GitHub repository's ``data/news/raw/forget.txt``: the whole file is one text).  A
@@ -306,34 +308,69 @@ class TextBenchmark(Benchmark):
     def fingerprint(self) -> str:
         """Hash of everything a model pretrained on this benchmark depends on (the tiny cache key)."""
         vocab = sorted(self.tokenizer.get_vocab()) if self.tokenizer_kind.startswith("word-level") else None
-        blob = json.dumps([self.settings(), vocab, len(self._statements)], sort_keys=True, default=str)
+        where = {"data_dir", "files"}  # the content hash stands for the data, wherever it lies
+        blob = json.dumps([{k: v for k, v in self.settings().items() if k not in where}, vocab, len(self._statements)],
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ MUSE
-def _muse_files(data_dir, retain_split: str) -> Tuple[Path, Dict[str, Path]]:
-    """Check the MUSE layout under ``data_dir``; return (dir, role → path)."""
-    d = _layout.check_dir(data_dir, "MUSE", LAYOUT)
-    spec = {
-        "raw_forget": (["raw/forget"], _TEXT_SUFFIXES, None),
-        "raw_retain": ([f"raw/{retain_split}"], _TEXT_SUFFIXES, None),
-        "verbmem": (["verbmem/forget"], _SUFFIXES, ("prompt", "gt")),
-        "forget_qa": (["knowmem/forget_qa"], _SUFFIXES, ("question", "answer")),
-        "retain_qa": (["knowmem/retain_qa", "knowmem/retain2_qa"], _SUFFIXES, ("question", "answer")),
-        "forget_qa_icl": (["knowmem/forget_qa_icl"], _SUFFIXES, ("question", "answer")),
-        "retain_qa_icl": (["knowmem/retain_qa_icl", "knowmem/retain2_qa_icl"], _SUFFIXES, ("question", "answer")),
-        "privleak_forget": (["privleak/forget"], _SUFFIXES, None),
-        "privleak_holdout": (["privleak/holdout"], _SUFFIXES, None),
-    }
+#: the hub repositories read when no ``data_dir`` is given (and ``datasets`` can reach the hub)
+HUB = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
+
+
+def hub_rows(repo: str, config: Optional[str], splits: Sequence[str], columns: Sequence[str], layout: str) -> List[dict]:
+    """:func:`_layout.hub_records` of the first of ``splits`` the hub has (names changed between
+    dataset versions, e.g. ``retain_qa`` / ``retain2_qa``); the first split's error otherwise."""
+    first = None
+    for sp in splits:
+        try:
+            return _layout.hub_records(repo, config, sp, columns, layout)
+        except LayoutError as e:
+            first = first or e
+    raise first
+
+
+def load_roles(data_dir, spec: Dict[str, tuple], layout: str, expected: str, repo: Optional[str] = None
+               ) -> Tuple[Optional[Path], Dict[str, list], str, Dict[str, str]]:
+    """Read every role of ``spec`` (role → (local candidates, suffixes, columns or None for texts,
+    hub repo or None, hub config, hub splits)) from ``data_dir``, or from the hub when it is None.
+    Returns (dir or None, role → texts / records, content hash, role → where it was read)."""
+    data: Dict[str, list] = {}
+    where: Dict[str, str] = {}
+    if data_dir is None:
+        for role, (_, _, cols, rrepo, config, splits) in spec.items():
+            rows = hub_rows(rrepo or repo, config, splits, cols or ("text",), layout)
+            data[role] = [r["text"] for r in rows] if cols is None else rows
+            where[role] = f"{rrepo or repo}/{config}/{splits[0]}"
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return None, data, hashlib.sha256(blob).hexdigest()[:16], where
+    d = _layout.check_dir(data_dir, layout, expected)
     paths = {}
-    for role, (cands, suffixes, cols) in spec.items():
-        p = locate(d, cands, "MUSE", LAYOUT, suffixes)
-        if cols is None:
-            read_texts(p, "MUSE", LAYOUT)
-        else:
-            read_table(p, cols, "MUSE", LAYOUT)
-        paths[role] = p
-    return d, paths
+    for role, (cands, suffixes, cols, *_) in spec.items():
+        p = locate(d, cands, layout, expected, suffixes)
+        data[role] = read_texts(p, layout, expected) if cols is None else read_table(p, cols, layout, expected)
+        paths[role], where[role] = p, str(p)
+    return d, data, file_hash(paths[k] for k in sorted(paths)), where
+
+
+def _muse_load(data_dir, retain_split: str, corpus: str):
+    """The MUSE layout of ``data_dir`` (or the hub), checked and read."""
+    qa = ("question", "answer")
+    spec = {
+        "raw_forget": (["raw/forget"], _TEXT_SUFFIXES, None, None, "raw", ["forget"]),
+        "raw_retain": ([f"raw/{retain_split}"], _TEXT_SUFFIXES, None, None, "raw", [retain_split]),
+        "verbmem": (["verbmem/forget"], _SUFFIXES, ("prompt", "gt"), None, "verbmem", ["forget"]),
+        "forget_qa": (["knowmem/forget_qa"], _SUFFIXES, qa, None, "knowmem", ["forget_qa"]),
+        "retain_qa": (["knowmem/retain_qa", "knowmem/retain2_qa"], _SUFFIXES, qa, None, "knowmem",
+                      ["retain_qa", "retain2_qa"]),
+        "forget_qa_icl": (["knowmem/forget_qa_icl"], _SUFFIXES, qa, None, "knowmem", ["forget_qa_icl"]),
+        "retain_qa_icl": (["knowmem/retain_qa_icl", "knowmem/retain2_qa_icl"], _SUFFIXES, qa, None, "knowmem",
+                          ["retain_qa_icl", "retain2_qa_icl"]),
+        "privleak_forget": (["privleak/forget"], _SUFFIXES, None, None, "privleak", ["forget"]),
+        "privleak_holdout": (["privleak/holdout"], _SUFFIXES, None, None, "privleak", ["holdout"]),
+    }
+    return load_roles(data_dir, spec, "MUSE", LAYOUT, HUB[corpus])
 
 
 @BENCHMARKS.register("muse-news")
@@ -342,7 +379,8 @@ class MUSE(TextBenchmark):
     same for MUSE-Books (the class attribute ``corpus``).
 
     Args:
-        data_dir: the directory holding the layout (required; ``--data-dir DIR``).
+        data_dir: the directory holding the layout (``--data-dir DIR``); None reads
+            ``muse-bench/MUSE-News`` / ``-Books`` through ``datasets`` when the hub can be reached.
         tokenizer: the model's tokenizer (run.build passes it); None builds a word-level one.
         forget_fraction: accepted for the common interface and ignored: MUSE fixes its forget set
             (cap it with ``max_forget``).
@@ -368,7 +406,7 @@ class MUSE(TextBenchmark):
     def check_kwargs(cls, kwargs: Dict[str, Any]) -> None:
         """Validate the settings and the layout of ``data_dir`` without loading a model."""
         cls._check_settings(kwargs)
-        _muse_files(kwargs.get("data_dir"), kwargs.get("retain_split", "retain1"))
+        _muse_load(kwargs.get("data_dir"), kwargs.get("retain_split", "retain1"), cls.corpus)
 
     @classmethod
     def _check_settings(cls, kw: Dict[str, Any]) -> None:
@@ -401,15 +439,13 @@ class MUSE(TextBenchmark):
         self.max_length = pos_int("max_length", max_length, "", allow_none=False)
         max_forget, max_retain = pos_int("max_forget", max_forget, ""), pos_int("max_retain", max_retain, "")
         self.auc_retrain = float(auc_retrain) if auc_retrain is not None else AUC_RETRAIN[self.corpus]
-        d, paths = _muse_files(data_dir, retain_split)
+        d, data, data_hash, where = _muse_load(data_dir, retain_split, self.corpus)
         self.data_dir = d
-        lay = ("MUSE", LAYOUT)
-        raw_f, raw_r = read_texts(paths["raw_forget"], *lay), read_texts(paths["raw_retain"], *lay)
-        self.verbmem = [(r["prompt"], r["gt"]) for r in read_table(paths["verbmem"], ("prompt", "gt"), *lay)]
-        self.knowmem = {k: [(r["question"], r["answer"]) for r in read_table(paths[k], ("question", "answer"), *lay)]
+        raw_f, raw_r = data["raw_forget"], data["raw_retain"]
+        self.verbmem = [(r["prompt"], r["gt"]) for r in data["verbmem"]]
+        self.knowmem = {k: [(r["question"], r["answer"]) for r in data[k]]
                         for k in ("forget_qa", "retain_qa", "forget_qa_icl", "retain_qa_icl")}
-        self.privleak = {"forget": read_texts(paths["privleak_forget"], *lay),
-                         "holdout": read_texts(paths["privleak_holdout"], *lay)}
+        self.privleak = {"forget": data["privleak_forget"], "holdout": data["privleak_holdout"]}
         self._general()
         qa_lines = [self.knowmem_line(q, a) for k in ("forget_qa", "retain_qa") for q, a in self.knowmem[k]]
         if tokenizer is None:
@@ -430,15 +466,16 @@ class MUSE(TextBenchmark):
         }
         for s in ("forget", "retain"):
             if not self.splits[s]:
-                raise LayoutError(f"MUSE: the raw {s} text of {str(d)!r} gives no chunk (only whitespace?)")
+                raise LayoutError(f"MUSE: the raw {s} text ({where['raw_' + s]}) gives no chunk (only whitespace?)")
         self._statements = [c for t in [p + " " + g for p, g in self.verbmem] + qa_lines + self.privleak["forget"]
                             for c in chunk_text(self.tokenizer, t, self.max_length)] if tokenizer is None else []
-        self._settings = {"corpus": self.corpus, "data_dir": str(d), "max_length": self.max_length,
+        self._settings = {"corpus": self.corpus, "data_dir": str(d) if d is not None else HUB[self.corpus],
+                          "files": where, "max_length": self.max_length,
                           "max_forget": max_forget, "max_retain": max_retain, "retain_split": retain_split,
                           "auc_retrain": self.auc_retrain, "tokenizer": self.tokenizer_kind,
                           "n_verbmem": len(self.verbmem), "n_privleak_forget": len(self.privleak["forget"]),
                           "n_privleak_holdout": len(self.privleak["holdout"]),
-                          "data_hash": file_hash(paths[k] for k in sorted(paths)),
+                          "data_hash": data_hash,
                           "forget_fraction": "ignored (MUSE fixes its forget set)"}
 
     # -------------------------------------------------------------- formats

@@ -18,6 +18,8 @@ repository name the files::
                                         DIR/mmlu/{subject}/test.* (cais/mmlu's layout); used when
                                         ``mmlu`` names subjects
 
+With ``data_dir=None`` the hub's ``cais/wmdp``, ``cais/wmdp-corpora``, ``cais/wmdp-bio-forget-corpus``
+(gated) and ``cais/mmlu`` are read through ``datasets``, where it can be reached.
 ``*`` is ``.jsonl``, ``.json`` (JSON lines or an array), ``.parquet`` or the hub shard name
 ``NAME-00000-of-00001.parquet``.  WMDP publishes no chemistry corpora: with ``subset=chem`` name
 your own files with ``forget_corpus`` / ``retain_corpus``.  The bio forget corpus is gated (a
@@ -46,34 +48,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import _layout
 from ._layout import LayoutError
 from .base import BENCHMARKS, QA
-from .muse import (_SUFFIXES, TextBenchmark, chunk_text, file_hash, locate, pos_int, read_table, read_texts)
+from .muse import _SUFFIXES, TextBenchmark, load_roles, pos_int, read_table
 
 __all__ = ["WMDP", "SUBSETS", "LAYOUT"]
 
 SUBSETS = ("bio", "cyber", "chem")
+MC_COLUMNS = ("question", "choices", "answer")
 LAYOUT = ("DIR/wmdp-{bio,cyber,chem}.(json|jsonl|parquet) with columns question, choices (4), answer (0-3) (or "
           "DIR/wmdp-SUBSET/test-00000-of-00001.parquet as on the hub); DIR/{bio,cyber}-forget-corpus.jsonl and "
           "DIR/{bio,cyber}-retain-corpus.jsonl with column text (or JSON lines of strings); optional "
           "DIR/mmlu/SUBJECT.(json|jsonl|parquet) with question, choices, answer")
 
 
-def _question_file(d: Path, subset: str) -> Path:
-    return locate(d, [f"wmdp-{subset}", f"wmdp-{subset}/test", f"wmdp-mcqs/{subset}_questions",
-                      f"{subset}_questions"], "WMDP", LAYOUT)
-
-
-def _mmlu_file(d: Path, subject: str) -> Path:
-    return locate(d, [f"mmlu/{subject}", f"mmlu/{subject}/test"], "WMDP", LAYOUT)
-
-
 def read_mc(path: Path, layout: str = "WMDP", expected: str = LAYOUT) -> List[dict]:
-    """Multiple-choice records of ``path``: ``question`` (str), ``choices`` (4 strings), ``answer``
-    (0-3, or a letter A-D), normalised to ``{question, choices, answer: int}`` (plus ``subject``
-    when the file has it); any other shape is refused naming the file and record."""
-    rows = read_table(path, ("question", "choices", "answer"), layout, expected)
+    """Multiple-choice records of ``path`` (see :func:`normalize_mc`)."""
+    return normalize_mc(read_table(path, MC_COLUMNS, layout, expected), path, layout, expected)
+
+
+def normalize_mc(rows: List[dict], path, layout: str = "WMDP", expected: str = LAYOUT) -> List[dict]:
+    """Multiple-choice records: ``question`` (str), ``choices`` (4 strings), ``answer`` (0-3, or a
+    letter A-D), normalised to ``{question, choices, answer: int}`` (plus ``subject`` when the
+    record has it); any other shape is refused naming the file (``path``) and record."""
     out = []
     for i, r in enumerate(rows):
         ch = r["choices"]
@@ -110,8 +107,9 @@ def _subjects(mmlu) -> List[str]:
     return out
 
 
-def _wmdp_files(kw: Dict[str, Any]) -> Tuple[Path, Dict[str, Path]]:
-    """Check the settings and the WMDP layout; return (dir, role → path)."""
+def _wmdp_load(kw: Dict[str, Any]):
+    """Check the settings and the WMDP layout (or the hub when ``data_dir`` is None) and read it:
+    (dir or None, role → records / texts, content hash, role → where it was read)."""
     subset = kw.get("subset", "bio")
     if subset not in SUBSETS:
         raise ValueError(f"unknown WMDP subset {subset!r}; choose one of {list(SUBSETS)} (the wmdp-SUBSET question "
@@ -130,17 +128,22 @@ def _wmdp_files(kw: Dict[str, Any]) -> Tuple[Path, Dict[str, Path]]:
     if subset == "chem" and (fc is None or rc is None):
         raise ValueError("WMDP publishes no chemistry corpora: with subset=chem name your own corpus files "
                          "(--bench-arg forget_corpus=NAME --bench-arg retain_corpus=NAME, files DIR/NAME.jsonl)")
-    d = _layout.check_dir(kw.get("data_dir"), "WMDP", LAYOUT)
-    paths = {"questions": _question_file(d, subset),
-             "forget": locate(d, [fc or f"{subset}-forget-corpus"], "WMDP", LAYOUT),
-             "retain": locate(d, [rc or f"{subset}-retain-corpus"], "WMDP", LAYOUT)}
-    read_mc(paths["questions"])
-    for role in ("forget", "retain"):
-        read_texts(paths[role], "WMDP", LAYOUT)
-    for s in subjects:
-        paths[f"mmlu/{s}"] = _mmlu_file(d, s)
-        read_mc(paths[f"mmlu/{s}"])
-    return d, paths
+    fname, rname = fc or f"{subset}-forget-corpus", rc or f"{subset}-retain-corpus"
+
+    def corpus_hub(name):  # the gated bio forget corpus has its own repository
+        return ("cais/wmdp-bio-forget-corpus", None) if name == "bio-forget-corpus" else ("cais/wmdp-corpora", name)
+
+    spec = {"questions": ([f"wmdp-{subset}", f"wmdp-{subset}/test", f"wmdp-mcqs/{subset}_questions",
+                           f"{subset}_questions"], _SUFFIXES, MC_COLUMNS, "cais/wmdp", f"wmdp-{subset}", ["test"]),
+            "forget": ([fname], _SUFFIXES, None, *corpus_hub(fname), ["train"]),
+            "retain": ([rname], _SUFFIXES, None, *corpus_hub(rname), ["train"])}
+    for sub in subjects:
+        spec[f"mmlu/{sub}"] = ([f"mmlu/{sub}", f"mmlu/{sub}/test"], _SUFFIXES, MC_COLUMNS, "cais/mmlu", sub, ["test"])
+    d, data, data_hash, where = load_roles(kw.get("data_dir"), spec, "WMDP", LAYOUT)
+    for role in spec:
+        if spec[role][2] is not None:
+            data[role] = normalize_mc(data[role], where[role])
+    return d, data, data_hash, where
 
 
 @BENCHMARKS.register("wmdp")
@@ -148,7 +151,9 @@ class WMDP(TextBenchmark):
     """WMDP from a local copy of its layout (module docstring).
 
     Args:
-        data_dir: the directory holding the layout (required; ``--data-dir DIR``).
+        data_dir: the directory holding the layout (``--data-dir DIR``); None reads ``cais/wmdp``,
+            ``cais/wmdp-corpora`` (``cais/wmdp-bio-forget-corpus``, gated) and ``cais/mmlu`` through
+            ``datasets`` when the hub can be reached.
         subset: ``bio``, ``cyber`` or ``chem``: the question set and (bio, cyber) the corpora.
         tokenizer: the model's tokenizer (run.build passes it); None builds a word-level one.
         forget_fraction: accepted for the common interface and ignored: WMDP fixes its forget set
@@ -174,7 +179,7 @@ class WMDP(TextBenchmark):
     @classmethod
     def check_kwargs(cls, kwargs: Dict[str, Any]) -> None:
         """Validate the settings and the layout of ``data_dir`` without loading a model."""
-        _wmdp_files(kwargs)
+        _wmdp_load(kwargs)
 
     def __init__(self, data_dir=None, subset: str = "bio", tokenizer=None, forget_fraction: Optional[float] = None,
                  max_length: int = 128, max_forget: Optional[int] = None, max_retain: Optional[int] = None,
@@ -184,24 +189,24 @@ class WMDP(TextBenchmark):
         kw = dict(data_dir=data_dir, subset=subset, max_length=max_length, max_forget=max_forget,
                   max_retain=max_retain, min_chars=min_chars, forget_corpus=forget_corpus,
                   retain_corpus=retain_corpus, mmlu=mmlu, max_vocab=max_vocab)
-        d, paths = _wmdp_files(kw)
+        d, data, data_hash, where = _wmdp_load(kw)
         self.data_dir, self.subset = d, subset
         self.max_length = pos_int("max_length", max_length, "", allow_none=False)
         max_forget, max_retain = pos_int("max_forget", max_forget, ""), pos_int("max_retain", max_retain, "")
         self.subjects = _subjects(mmlu)
         min_chars = int(min_chars)
-        self.questions = read_mc(paths["questions"])
-        self.mmlu = [{**q, "subject": q.get("subject", s)} for s in self.subjects for q in read_mc(paths[f"mmlu/{s}"])]
+        self.questions = data["questions"]
+        self.mmlu = [{**q, "subject": q.get("subject", s)} for s in self.subjects for q in data[f"mmlu/{s}"]]
         docs = {}
         for role in ("forget", "retain"):
-            texts = [t for t in read_texts(paths[role], "WMDP", LAYOUT) if len(t) > min_chars]
+            texts = [t for t in data[role] if len(t) > min_chars]
             if not texts:
-                raise LayoutError(f"WMDP: {paths[role]} has no document longer than min_chars={min_chars} characters")
+                raise LayoutError(f"WMDP: {where[role]} has no document longer than min_chars={min_chars} characters")
             docs[role] = texts
         heldout: List[str] = []
         if not self.mmlu:
             if len(docs["retain"]) < 2:
-                raise LayoutError(f"WMDP: {paths['retain']} has one document; without mmlu subjects the retain_para "
+                raise LayoutError(f"WMDP: {where['retain']} has one document; without mmlu subjects the retain_para "
                                   "split holds out the last tenth of the retain documents, so it needs at least 2 "
                                   "(or pass mmlu=SUBJECTS with DIR/mmlu/SUBJECT.json)")
             h = max(1, len(docs["retain"]) // 10)
@@ -227,12 +232,11 @@ class WMDP(TextBenchmark):
         }
         self._statements = [f"{p.prompt}{p.answer}" for s in ("forget_para", "retain_para")
                             for p in self.splits[s] if p.prompt] if tokenizer is None else []
-        self._settings = {"subset": subset, "data_dir": str(d), "max_length": self.max_length,
+        self._settings = {"subset": subset, "data_dir": str(d) if d is not None else "hub", "files": where, "max_length": self.max_length,
                           "max_forget": max_forget, "max_retain": max_retain, "min_chars": min_chars,
-                          "forget_corpus": paths["forget"].name, "retain_corpus": paths["retain"].name,
                           "mmlu": self.subjects or None, "n_questions": len(self.questions), "n_mmlu": len(self.mmlu),
                           "retain_para": "mmlu" if self.mmlu else "held-out retain documents",
-                          "tokenizer": self.tokenizer_kind, "data_hash": file_hash(paths[k] for k in sorted(paths)),
+                          "tokenizer": self.tokenizer_kind, "data_hash": data_hash,
                           "forget_fraction": "ignored (WMDP fixes its forget set)"}
 
     @staticmethod
