@@ -401,14 +401,9 @@ def _cmd_study(a) -> int:
     from .analysis.report import print_summary
     from .analysis.study import run_study
 
-    cfg = load_config(a.config)
+    cfg = load_config(a.config, benchmark=a.benchmark, benchmark_kwargs=_bench_kwargs(a))  # flags over the file
     for k, v in _device_over(a).items():
         setattr(cfg, k, v)
-    given = _bench_kwargs(a)
-    if a.benchmark is not None or given:  # flags over the YAML's benchmark, validated as the YAML is
-        name = a.benchmark or cfg.benchmark
-        kw = given if name != cfg.benchmark else {**cfg.benchmark_kwargs, **given}
-        cfg = type(cfg)(**{**cfg.model_dump(), "benchmark": name, "benchmark_kwargs": kw})
     if a.threads is not None and a.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {a.threads}")
     out = a.out or f"runs/{cfg.name}"

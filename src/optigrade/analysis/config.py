@@ -493,9 +493,12 @@ def _bits_ok(b, where):
         raise ValueError(f"{where}: {e}") from None
 
 
-def load_config(path) -> StudyConfig:
+def load_config(path, benchmark: Optional[str] = None, benchmark_kwargs: Optional[Dict[str, Any]] = None
+                ) -> StudyConfig:
     """Read and parse a study YAML into a validated :class:`StudyConfig` (the checks that need
-    the model run in :meth:`StudyConfig.validate`).
+    the model run in :meth:`StudyConfig.validate`).  ``benchmark`` / ``benchmark_kwargs``
+    (``optigrade study --benchmark / --data-dir / --bench-arg``) override the file's before it is
+    validated, so a file without its ``data_dir`` is complete once the flag gives it.
 
     >>> from optigrade.demo import config_path
     >>> cfg = load_config(config_path("demo_quick.yaml"))
@@ -518,6 +521,19 @@ def load_config(path) -> StudyConfig:
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: a study config must be a YAML mapping, got {type(d).__name__}")
     _resolve_data_dir(d, p.parent)
+    if benchmark is not None or benchmark_kwargs:  # command-line flags over the file, validated with it
+        sec = d.pop("benchmark", None)
+        kw = dict(d.get("benchmark_kwargs") or {})
+        if isinstance(sec, dict):
+            sec = dict(sec)
+            name = sec.pop("name", None)
+            kw = {**sec, **kw}
+        else:
+            name = sec
+        if benchmark is not None and benchmark != (name or "synthetic"):
+            kw = {}  # another benchmark: the file's arguments are not its
+        d["benchmark"] = benchmark or name or "synthetic"
+        d["benchmark_kwargs"] = {**kw, **(benchmark_kwargs or {})}
     return StudyConfig(**d)
 
 

@@ -147,6 +147,10 @@ class TOFU(Benchmark):
             chat template).
         system_prompt: with ``"chat"``, an optional system message.
         max_new_tokens: greedy generation length for ROUGE (TOFU / open-unlearning: 200).
+        eos: one end-of-sequence token after every answer, trained on and counted in the answer
+            probability and the exact match (TOFU's labels have it; default).  ``False`` for a model
+            never fine-tuned on the answers' endings (e.g. facts an instruct model states in its own
+            words, which it would continue with "."): a deviation from TOFU, recorded in settings.
         tokenizer: the model's tokenizer (given by :func:`~optigrade.unlearning.run.build` on a real
             model); None builds a word-level one from the data (the tiny model).
 
@@ -179,8 +183,12 @@ class TOFU(Benchmark):
 
     def __init__(self, data_dir=None, split: str = "forget10", forget_fraction: Optional[float] = None,
                  para: str = "answer", prompt_format: str = "qa", system_prompt: Optional[str] = None,
-                 max_new_tokens: int = 200, model=None, tokenizer=None, progress: bool = False) -> None:
+                 max_new_tokens: int = 200, eos: bool = True, model=None, tokenizer=None,
+                 progress: bool = False) -> None:
         super().__init__()
+        if not isinstance(eos, bool):
+            raise ValueError(f"TOFU: eos must be true or false, got {eos!r}")
+        self.eos_after_answer = eos
         _check_settings(split, para, prompt_format)
         self.data_dir = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
         self.split, self.para, self.prompt_format = split, para, prompt_format
@@ -291,6 +299,7 @@ class TOFU(Benchmark):
         return {**super().settings(), "data_dir": self.data_dir or HUB, "split": self.split,
                 "retain_split": PAIRS[self.split], "para": self.para, "prompt_format": self.prompt_format,
                 "system_prompt": self.system_prompt, "max_new_tokens": self.max_new_tokens,
+                "eos": self.eos_after_answer,
                 **{f"n_eval_{k}": len(v) for k, v in self.eval_sets.items()},
                 "data_sha256": self.data_sha256, "tokenizer": tok}
 
