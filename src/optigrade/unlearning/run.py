@@ -202,13 +202,17 @@ def _run_unlearn(cfg, out, overwrite, progress, benchmark, model, evaluate_befor
                     cfg.retain_floor)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    objective = make_objective(cfg.objective, **cfg.objective_kwargs)
+    try:  # e.g. an RMU layer the model does not have: named with the model's layer count, before any work
+        objective.check_model(model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     base = base_sha256(model) if out is not None else None  # of the starting weights, before unlearning
     try:  # which weights move (the rest are frozen); a pattern selecting nothing is refused before any work
         params = trainable(model, cfg.params)
     except ValueError as e:
         raise ConfigError(f"params: {e}") from None
     before = bench.evaluate(model) if evaluate_before else {}
-    objective = make_objective(cfg.objective, **cfg.objective_kwargs)
     try:
         opt = optimizers.make(cfg.optimizer, params, lr=cfg.lr, **cfg.optimizer_kwargs)
     except (ValueError, TypeError) as e:
