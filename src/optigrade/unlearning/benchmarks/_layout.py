@@ -147,6 +147,18 @@ def hub_records(repo: str, config: Optional[str], split: str, columns: Sequence[
     """Records of ``repo`` / ``config`` / ``split`` through ``datasets.load_dataset`` (only
     when ``datasets`` is installed and the hub reachable; otherwise a LayoutError saying to pass
     a local ``data_dir``)."""
+    import os
+    import socket
+
+    offline = any(os.environ.get(k, "") not in ("", "0", "false", "False") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if not offline:
+        try:  # a quick look before `datasets` spends ~25 s retrying an unreachable hub
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            offline = True
+    if offline:
+        raise LayoutError(f"{layout}: no data_dir given and the Hugging Face hub is not reachable from here (offline); "
+                          f"download {repo} elsewhere and pass --data-dir DIR (benchmark_kwargs data_dir) with its files")
     try:
         import datasets  # noqa: F401
     except ImportError:
