@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None, help="which weights the path moves (a pattern; default: every moved one)")
     p.add_argument("--objective", action="append", default=None, help="only this objective (repeatable)")
     p.add_argument("--resume", action="store_true", help="complete an earlier DIR/lmc.parquet (same settings)")
+    p.add_argument("--plane", default=None, metavar="A,B",
+                   help="instead: the loss on the plane through θ₀ and the runs of optimizers A and B (DIR/plane.parquet, "
+                        "the contour figure), e.g. adam,zo-sgd; --points per axis, first objective/seed with both")
+    p.add_argument("--seed", type=int, default=None, help="with --plane: the runs of this study seed")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("figures", help="the paper's figures from a study or landscape results directory")
@@ -472,8 +476,16 @@ def _cmd_landscape(a) -> int:
 
 
 def _cmd_lmc(a) -> int:
-    from .analysis.lmc import LMC_FILE, lmc_barriers
+    from .analysis.lmc import LMC_FILE, PLANE_FILE, checkpoint_plane, lmc_barriers
 
+    if a.plane is not None:
+        ends = [x.strip() for x in a.plane.split(",")]
+        df = checkpoint_plane(a.dir, ends, data=a.data, examples=a.examples, points=a.points, params=a.params,
+                              objective=(a.objective or [None])[0], seed=a.seed, progress=not a.no_progress)
+        pts = df[df["quantity"] == "plane_point"][["label", "a", "b"]]
+        print(pts.to_string(index=False))
+        print(f"{int((df['quantity'] == 'geo_slice_2d').sum())} losses on the plane in {Path(a.dir) / PLANE_FILE}")
+        return 0
     df = lmc_barriers(a.dir, data=a.data, examples=a.examples, points=a.points, params=a.params,
                       objectives=a.objective, resume=a.resume, progress=not a.no_progress)
     if len(df):

@@ -127,3 +127,34 @@ def test_cli_and_figure(study, tmp_path, small_bench, small_model, capsys):
     means = t["lmc"].groupby(["endpoint_a", "endpoint_b"])["value"].mean()
     assert {f"{v:.2g}" for v in means} <= shown  # every pair's mean over seeds is printed in its cell
     assert ax.get_xlabel() and ax.get_ylabel() and "forget" in ax.get_title()
+
+
+def test_checkpoint_plane(study, tmp_path, small_bench, small_model):
+    from optigrade.analysis.deltas import load_delta
+
+    d = tmp_path / "s"
+    shutil.copytree(study, d)
+    df = lmc.checkpoint_plane(d, ("adam", "sgd"), data="retain", examples=6, points=5, margin=0.0, seed=1,
+                              progress=False, base=small_model, benchmark=small_bench)
+    grid = df[df.quantity == "geo_slice_2d"]
+    pts = df[df.quantity == "plane_point"].set_index("label")
+    assert len(grid) == 25 and set(df["seed"]) == {1} and (d / lmc.PLANE_FILE).exists()
+    x2, y2 = pts.loc["sgd", "a"], pts.loc["sgd", "b"]
+    # θ_b − θ₀ = x2·d1 + y2·d2 with ‖d2‖ = ‖d1‖, d2 ⟂ d1: its norm and its projection on d1
+    ta = load_delta(d / "runs" / f"{df.run_a.iloc[0]}.delta.safetensors").delta(small_model, torch.float64)
+    tb = load_delta(d / "runs" / f"{df.run_b.iloc[0]}.delta.safetensors").delta(small_model, torch.float64)
+    names = sorted(set(ta) | set(tb))
+    va = torch.cat([ta[n].reshape(-1) if n in ta else torch.zeros(dict(small_model.named_parameters())[n].numel(),
+                                                                  dtype=torch.float64) for n in names])
+    vb = torch.cat([tb[n].reshape(-1) if n in tb else torch.zeros(dict(small_model.named_parameters())[n].numel(),
+                                                                  dtype=torch.float64) for n in names])
+    assert x2 == pytest.approx(float(vb @ va / (va @ va)), rel=1e-6)
+    assert (x2 ** 2 + y2 ** 2) * float(va @ va) == pytest.approx(float(vb @ vb), rel=1e-6)
+    # with margin 0 and θ_b's projection inside [0, 1], the grid's corners are θ₀ and θ_a
+    if 0.0 <= x2 <= 1.0:
+        at = grid.set_index(["a", "b"])["value"]
+        assert at[(0.0, 0.0)] == pytest.approx(_loss(small_model, small_bench, "retain", 6), abs=1e-6)
+        thetaa = load_delta(d / "runs" / f"{df.run_a.iloc[0]}.delta.safetensors").apply(small_model)
+        assert at[(1.0, 0.0)] == pytest.approx(_loss(thetaa, small_bench, "retain", 6), abs=1e-5)
+    with pytest.raises(ConfigError, match="endpoint 'lion'"):
+        lmc.checkpoint_plane(d, ("adam", "lion"), base=small_model, benchmark=small_bench)

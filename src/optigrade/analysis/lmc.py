@@ -42,7 +42,7 @@ import torch
 from .._files import atomic_write_parquet
 from .._validate import ConfigError
 
-__all__ = ["lmc_barriers", "pairs_of", "LMC_FILE"]
+__all__ = ["lmc_barriers", "pairs_of", "checkpoint_plane", "LMC_FILE", "PLANE_FILE"]
 
 LMC_FILE = "lmc.parquet"
 
@@ -189,3 +189,92 @@ def lmc_barriers(study_dir, *, data="forget", examples: int = 16, points: int = 
 
 def _write(path: Path, rows: List[dict]) -> None:
     atomic_write_parquet(pd.DataFrame(rows), path)
+
+
+# ----------------------------------------------------------------------------- planes
+PLANE_FILE = "plane.parquet"
+
+
+def checkpoint_plane(study_dir, endpoints: Sequence[str] = ("adam", "zo-sgd"), *, data: str = "forget",
+                     examples: int = 16, points: int = 11, margin: float = 0.25, objective: Optional[str] = None,
+                     seed: Optional[int] = None, params: Optional[str] = None, progress: bool = True,
+                     base=None, benchmark=None) -> pd.DataFrame:
+    """The loss on the plane through θ₀ and two of a study's checkpoints (the runs of optimizers
+    or controls ``endpoints`` with one objective and seed): origin θ₀, d1 = θa − θ₀, d2 = the
+    part of θb − θ₀ orthogonal to d1 scaled to ‖d1‖ (:func:`optigrade.landscape.slice_2d` with
+    ``checkpoints``), on a ``points`` × ``points`` grid covering the three points with ``margin``
+    (in units of ‖d1‖) around them.  Written to ``study_dir/plane.parquet`` (rows ``geo_slice_2d``
+    with coordinates ``a`` / ``b``, and ``plane_point`` rows naming where θ₀, θa and θb lie);
+    ``optigrade figures`` draws it as the contour figure.  ``objective`` / ``seed`` default to the
+    first ones holding both endpoints."""
+    from optigrade import landscape as ls
+
+    from .._quiet import maybe_quiet
+    from .config import load_config
+    from .deltas import load_delta
+    from .geometry import _flat, probe_batch
+    from .study import prepare
+
+    study = Path(study_dir)
+    if not (study / "config.yaml").is_file():
+        raise ConfigError(f"{str(study_dir)!r} is not a study directory (no config.yaml); pass the --out of "
+                          "`optigrade study`")
+    if len(endpoints) != 2 or endpoints[0] == endpoints[1]:
+        raise ConfigError(f"a plane needs two different endpoints, got {list(endpoints)!r}; e.g. adam,zo-sgd")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 3:
+        raise ConfigError(f"points must be an integer >= 3, got {points!r}; grid points per axis, try 11")
+    runs = _runs(study)
+    for e in endpoints:
+        if e not in set(runs["optimizer"]):
+            raise ConfigError(f"endpoint {e!r} is not an optimizer or control of the study; it has "
+                              f"{sorted(set(runs['optimizer']))}")
+    sel = runs if objective is None else runs[runs["objective"] == objective]
+    sel = sel if seed is None else sel[sel["seed"] == seed]
+    both = [(o, s) for (o, s), g in sel.groupby(["objective", "seed"], sort=False) if set(endpoints) <= set(g["optimizer"])]
+    if not both:
+        raise ConfigError(f"no objective and seed of the study has runs of both {list(endpoints)} "
+                          f"(objective={objective!r}, seed={seed!r})")
+    obj, sd = both[0]
+    rid = {e: sel[(sel["objective"] == obj) & (sel["seed"] == sd) & (sel["optimizer"] == e)]["run_id"].iloc[0]
+           for e in endpoints}
+    cfg = load_config(study / "config.yaml")
+    with maybe_quiet(False):
+        base, bench = prepare(cfg, progress=False, base=base, benchmark=benchmark)
+    if data not in bench.splits:
+        raise ConfigError(f"data {data!r} is not a split of the study's benchmark; choose from {sorted(bench.splits)}")
+    deltas = {e: load_delta(study / "runs" / f"{rid[e]}.delta.safetensors") for e in endpoints}
+    names = sorted(set().union(*(d.names for d in deltas.values()))) if params is None else None
+    probe = ls.Probe(base, [probe_batch(bench, data, examples)], params=names, param_filter=params)
+    t0 = _flat(probe)
+    params_by_name = dict(base.named_parameters())
+
+    def flat(e):
+        t = deltas[e].tensors
+        return torch.cat([(t[n] if n in t else params_by_name[n].detach().cpu()).double().reshape(-1)
+                          for n in probe.names]).to(t0.device)
+
+    ta, tb = flat(endpoints[0]), flat(endpoints[1])
+    d1 = ta - t0
+    u = tb - t0
+    x2 = float(u @ d1 / (d1 @ d1))
+    y2 = float((u - x2 * d1).norm() / d1.norm())
+    lo_a, hi_a = min(0.0, x2) - margin, max(1.0, x2) + margin
+    lo_b, hi_b = min(0.0, y2) - margin, max(0.0, y2) + margin
+    start = time.perf_counter()
+    s = ls.slice_2d(probe, checkpoints=(t0.to(probe.dtype), ta.to(probe.dtype), tb.to(probe.dtype)),
+                    span=((lo_a, hi_a), (lo_b, hi_b)), points=(points, points))
+    plane = f"{obj} · seed {sd}: {endpoints[0]} and {endpoints[1]}"
+    ctx = {"run_id": plane, "objective": obj, "seed": int(sd), "data": data, "endpoint_a": endpoints[0],
+           "endpoint_b": endpoints[1], "run_a": rid[endpoints[0]], "run_b": rid[endpoints[1]]}
+    rows = [{**ctx, "quantity": "geo_slice_2d", "a": float(a), "b": float(b), "value": float(s.losses[j, i]),
+             "unit": "loss (nats/token)"} for j, b in enumerate(s.ys) for i, a in enumerate(s.xs)]
+    rows += [{**ctx, "quantity": "plane_point", "label": lab, "a": a, "b": b, "value": float("nan")}
+             for lab, (a, b) in (("original θ₀", (0.0, 0.0)), (endpoints[0], (1.0, 0.0)), (endpoints[1], (x2, y2)))]
+    df = pd.DataFrame(rows)
+    df["n_params"] = int(t0.numel())
+    df["d1_norm"] = float(d1.norm())
+    df["seconds"] = time.perf_counter() - start
+    df["settings"] = json.dumps({"examples": examples, "points": points, "margin": margin, "params": params},
+                                sort_keys=True)
+    atomic_write_parquet(df, study / PLANE_FILE)
+    return df

@@ -46,8 +46,14 @@ def contour_2d(table: pd.DataFrame, points: Optional[Mapping[str, Tuple[float, f
         ax.contour(A, B, g.to_numpy(float), levels=10, colors="white", linewidths=0.4, alpha=0.6)
         fig.colorbar(cs, ax=ax, label="loss (nats/token)")
         pts = {"original θ₀": (0.0, 0.0)}
-        if len(marks):
-            pts.update({str(r["label"]): (float(r["a"]), float(r["b"])) for _, r in marks.iterrows()})
+        mine = marks
+        if len(marks) and key:  # the points of this plane only
+            kk = k if isinstance(k, tuple) else (k,)
+            for c, v in zip(key, kk):
+                if c in mine:
+                    mine = mine[mine[c] == v]
+        if len(mine):
+            pts.update({str(r["label"]): (float(r["a"]), float(r["b"])) for _, r in mine.iterrows()})
         pts.update(points or {})
         for i, (name, (pa, pb)) in enumerate(pts.items()):
             ax.plot([pa], [pb], marker="*" if i == 0 else _MARKS[i % len(_MARKS)], ms=11 if i == 0 else 8,
@@ -58,6 +64,7 @@ def contour_2d(table: pd.DataFrame, points: Optional[Mapping[str, Tuple[float, f
         split = dict(zip(key, k)).get("data", "")
         ax.set_title(" · ".join(str(x) for x, c in zip(k, key) if c != "data")
                      + (f" ({split_label(split)})" if split else ""), fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(pts)),
+                  framealpha=0.8)  # below the axes: never over a checkpoint
     fig.suptitle("Loss on a plane through the original model", fontsize=11)
     return fig

@@ -37,7 +37,7 @@ FIGURES: Dict[str, Tuple[str, Callable]] = {
     "curvature": ("results", lambda t: recovery_vs_curvature(t["results"], t.get("explain"))),
     "interpolation": ("results", lambda t: interpolation(t["results"])),
     "slices": ("results", lambda t: slices_1d(t["results"])),
-    "contour": ("results", lambda t: contour_2d(t["results"])),
+    "contour": ("results", lambda t: contour_2d(t["plane"] if "plane" in t else t["results"])),
     "density": ("landscape", lambda t: spectral_density(
         t["landscape"], optimizer_labels(t["results"]) if "results" in t else None)),
     "certified_radius": ("results", lambda t: certified_radius(t["results"])),
@@ -63,6 +63,8 @@ def load_tables(results_dir, results: Optional[pd.DataFrame] = None) -> Dict[str
         out["results"], _ = load_study(d)
     if (d / "lmc.parquet").exists():  # barriers between checkpoints (optigrade lmc)
         out["lmc"] = pd.read_parquet(d / "lmc.parquet")
+    if (d / "plane.parquet").exists():  # a plane through θ₀ and two checkpoints (optigrade lmc --plane)
+        out["plane"] = pd.read_parquet(d / "plane.parquet")
     if (d / "explain.parquet").exists():
         out["explain"] = pd.read_parquet(d / "explain.parquet")
     if (d / "landscape.parquet").exists():
