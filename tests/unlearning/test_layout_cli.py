@@ -15,21 +15,17 @@ from optigrade.cli import main
 from optigrade.unlearning.benchmarks.tofu import TOFU, write_layout_from_facts
 
 from .test_tofu import per_topic_sample
+from ._tiny_ckpt import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def tofu_ckpt(tmp_path_factory):
     """A TOFU layout and a tiny model checkpoint with the layout's word-level tokenizer."""
-    from optigrade.unlearning.models.tiny import PretrainConfig, TinyConfig, pretrained_tiny
 
     root = tmp_path_factory.mktemp("tofu-cli")
     d = write_layout_from_facts(root / "tofu", per_topic_sample(4), seed=0)
     bench = TOFU(d)
-    small = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    fast = PretrainConfig(steps=20, batch_size=16, check_every=20, target_acc=0.0)
-    model, _ = pretrained_tiny(bench, model_cfg=small, train_cfg=fast, progress=False, cache=False)
-    model.save_pretrained(root / "base")
-    bench.tokenizer.save_pretrained(root / "base")
+    tiny_checkpoint(bench, root / "base")
     return root, d
 
 

@@ -13,6 +13,7 @@ from optigrade.unlearning.benchmarks import BENCHMARKS, MUSE, MUSEBooks, benchma
 from optigrade.unlearning.benchmarks.muse import AUC_RETRAIN, adds_bos, chunk_text, word_tokenizer
 from optigrade.unlearning.config import UnlearnConfig
 from optigrade.unlearning.metrics import muse as mm
+from ._tiny_ckpt import tiny_checkpoint
 
 WORDS = ("river market storm bridge lamp forest village tower garden letter council minister court police "
          "school report station harbour museum festival").split()
@@ -242,16 +243,10 @@ def test_metrics_end_to_end_after_unlearning(tmp_path, layout):
     """Pretrain a small tiny model on the layout, save it with its word-level tokenizer, unlearn
     2 NPO steps through the config (the benchmark gets the saved tokenizer from run.build), and
     score MUSE's metrics on the result."""
-    from optigrade.unlearning.models.tiny import PretrainConfig, TinyConfig, pretrained_tiny
     from optigrade.unlearning.run import run_unlearn
 
     bench = MUSE(layout, max_length=16)
-    small = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    fast = PretrainConfig(steps=20, batch_size=16, check_every=20, target_acc=0.0)
-    model, _ = pretrained_tiny(bench, model_cfg=small, train_cfg=fast, progress=False, cache=False)
-    ckpt = tmp_path / "ckpt"
-    model.save_pretrained(ckpt)
-    bench.tokenizer.save_pretrained(ckpt)
+    model, ckpt = tiny_checkpoint(bench, tmp_path / "ckpt")
     cfg = UnlearnConfig(benchmark="muse-news", benchmark_kwargs={"data_dir": str(layout), "max_length": 16},
                         model=str(ckpt), objective="npo", steps=2, eval_every=2, target=None, metric="forget_para_acc")
     res = run_unlearn(cfg, tmp_path / "out", progress=False)

@@ -13,6 +13,7 @@ from optigrade.unlearning.benchmarks import BENCHMARKS
 from optigrade.unlearning.benchmarks.tofu import TOFU, write_layout_from_facts
 from optigrade.unlearning.config import UnlearnConfig
 from optigrade.unlearning.metrics import tofu as tm
+from ._tiny_ckpt import tiny_checkpoint
 
 
 def _jsonl(path, rows):
@@ -259,17 +260,11 @@ def test_write_layout_from_facts(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 def test_end_to_end_npo_then_tofu_metrics(tmp_path):
-    from optigrade.unlearning.models.tiny import PretrainConfig, TinyConfig, pretrained_tiny
     from optigrade.unlearning.run import run_unlearn
 
     d = write_layout_from_facts(tmp_path / "tofu", per_topic_sample(), seed=0)
     bench = TOFU(d, max_new_tokens=6)
-    small = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    fast = PretrainConfig(steps=20, batch_size=16, check_every=20, target_acc=0.0)
-    model, _ = pretrained_tiny(bench, model_cfg=small, train_cfg=fast, progress=False, cache=False)
-    ckpt = tmp_path / "ckpt"
-    model.save_pretrained(ckpt)
-    bench.tokenizer.save_pretrained(ckpt)
+    model, ckpt = tiny_checkpoint(bench, tmp_path / "ckpt")
     cfg = UnlearnConfig(benchmark="tofu", benchmark_kwargs={"data_dir": str(d), "split": "forget10"},
                         model=str(ckpt), objective="npo", steps=2, eval_every=2, target=None)
     res = run_unlearn(cfg, tmp_path / "out", progress=False)

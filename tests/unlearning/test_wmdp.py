@@ -14,6 +14,7 @@ from optigrade.unlearning.benchmarks import BENCHMARKS, WMDP, benchmark_kwargs
 from optigrade.unlearning.benchmarks.muse import word_tokenizer
 from optigrade.unlearning.config import UnlearnConfig
 from optigrade.unlearning.metrics import wmdp as mw
+from ._tiny_ckpt import tiny_checkpoint
 
 TOPIC_WORDS = ("virus protein gene vector culture sample strain toxin assay cell enzyme host "
                "sequence plasmid antibody receptor").split()
@@ -210,17 +211,10 @@ def test_hub_layout_and_answer_letters(tmp_path):
 
 
 def test_end_to_end_unlearn_then_accuracy(tmp_path, layout):
-    from optigrade.unlearning.models.tiny import PretrainConfig, TinyConfig, pretrained_tiny
     from optigrade.unlearning.run import run_unlearn
 
     bench = WMDP(layout, max_length=16, mmlu=["college_biology"])
-    small = TinyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                       max_position_embeddings=128)
-    fast = PretrainConfig(steps=20, batch_size=16, check_every=20, target_acc=0.0)
-    model, _ = pretrained_tiny(bench, model_cfg=small, train_cfg=fast, progress=False, cache=False)
-    ckpt = tmp_path / "ckpt"
-    model.save_pretrained(ckpt)
-    bench.tokenizer.save_pretrained(ckpt)
+    model, ckpt = tiny_checkpoint(bench, tmp_path / "ckpt", max_position_embeddings=128)
     cfg = UnlearnConfig(benchmark="wmdp", benchmark_kwargs={"data_dir": str(layout), "max_length": 16,
                                                             "mmlu": "college_biology"},
                         model=str(ckpt), objective="graddiff", steps=2, eval_every=2, target=None)

@@ -29,7 +29,23 @@ from ..._lm import seq_nll, lm_logits
 from ..._weights import eval_mode
 from ..benchmarks.base import QA
 
-__all__ = ["greedy_generate", "answer_logprobs", "rouge_l"]
+__all__ = ["greedy_generate", "answer_logprobs", "rouge_l", "right_padded"]
+
+
+def right_padded(seqs: Sequence[Sequence[int]], pad: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` [B, T] of token lists padded on the right with ``pad``.
+
+        >>> ids, att = right_padded([[5, 6, 7], [8]], pad=0)
+        >>> ids.tolist(), att.tolist()
+        ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), T), dtype=torch.long)
+    for j, s in enumerate(seqs):
+        ids[j, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        att[j, : len(s)] = 1
+    return ids, att
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ import torch
 
 from ..._device import model_device
 from ..._weights import eval_mode
-from ._common import greedy_generate
+from ._common import greedy_generate, right_padded
 
 __all__ = ["rouge_l_f1", "verbmem_scores", "knowmem_prompt", "cut_answer", "knowmem_scores", "min_k_score",
            "token_logprobs", "mia_auc", "privleak_score", "muse_metrics", "MIN_K", "STOPS"]
@@ -142,12 +142,7 @@ def token_logprobs(model, tokenizer, texts: Sequence[str], max_tokens: Optional[
     with eval_mode(model):
         for i in range(0, len(seqs), batch_size):
             chunk = seqs[i: i + batch_size]
-            T = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-            att = torch.zeros((len(chunk), T), dtype=torch.long)
-            for j, s in enumerate(chunk):
-                ids[j, : len(s)] = torch.tensor(s, dtype=torch.long)
-                att[j, : len(s)] = 1
+            ids, att = right_padded(chunk, pad)
             logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits
             for j, s in enumerate(chunk):
                 n = len(s)

@@ -40,6 +40,7 @@ import torch
 
 from ..._device import model_device
 from ..._weights import eval_mode
+from ._common import right_padded
 
 __all__ = ["LETTERS", "TOPICS", "description", "doc_to_text", "mc_context", "choice_logprobs", "mc_accuracy"]
 
@@ -103,12 +104,7 @@ def choice_logprobs(model, tokenizer, contexts: Sequence[str], continuations: Se
     with eval_mode(model):
         for i in range(0, len(keys), batch_size):
             chunk = keys[i: i + batch_size]
-            T = max(len(x) for x in chunk)
-            ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-            att = torch.zeros((len(chunk), T), dtype=torch.long)
-            for j, x in enumerate(chunk):
-                ids[j, : len(x)] = torch.tensor(x, dtype=torch.long)
-                att[j, : len(x)] = 1
+            ids, att = right_padded(chunk, pad)
             logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits
             for j, x in enumerate(chunk):
                 r = i + j
