@@ -18,3 +18,23 @@ def tiny_checkpoint(bench, path, steps: int = 20, **model_kw):
     model.save_pretrained(path)
     bench.tokenizer.save_pretrained(path)
     return model, path
+
+
+def break_layout(d, breakage) -> None:
+    """Damage a JSON-array layout file as ``breakage`` says: ``"rm REL"`` (delete it), ``"empty REL"``
+    (no records) or ``"rename REL old→new"`` (a column renamed in every record)."""
+    import json
+
+    if not breakage:
+        return
+    op, rel, *rest = breakage.split(" ")
+    p = Path(d) / rel
+    if op == "rm":
+        p.unlink()
+    elif op == "empty":
+        p.write_text("")
+    elif op == "rename":
+        old, new = rest[0].split("→")
+        p.write_text(json.dumps([{(new if k == old else k): v for k, v in r.items()} for r in json.loads(p.read_text())]))
+    else:
+        raise ValueError(f"unknown breakage {breakage!r}")

@@ -13,7 +13,7 @@ from optigrade.unlearning.benchmarks import BENCHMARKS, MUSE, MUSEBooks, benchma
 from optigrade.unlearning.benchmarks.muse import AUC_RETRAIN, adds_bos, chunk_text, word_tokenizer
 from optigrade.unlearning.config import UnlearnConfig
 from optigrade.unlearning.metrics import muse as mm
-from ._tiny_ckpt import tiny_checkpoint
+from ._tiny_ckpt import break_layout, tiny_checkpoint
 
 WORDS = ("river market storm bridge lamp forest village tower garden letter council minister court police "
          "school report station harbour museum festival").split()
@@ -117,16 +117,7 @@ def test_chunks_follow_the_real_tokenizer_offsets():
 ])
 def test_bad_layout_is_a_config_error(tmp_path, breakage, kwargs, needle):
     d = write_muse(tmp_path / "news")
-    if breakage:
-        op, rel, *rest = breakage.split(" ")
-        p = d / rel
-        if op == "rm":
-            p.unlink()
-        elif op == "empty":
-            p.write_text("")
-        else:
-            old, new = rest[0].split("→")
-            p.write_text(json.dumps([{(new if k == old else k): v for k, v in r.items()} for r in json.loads(p.read_text())]))
+    break_layout(d, breakage)
     kw = {"data_dir": str(d), **kwargs}
     with pytest.raises(ConfigError) as e:
         UnlearnConfig(benchmark="muse-news", benchmark_kwargs=kw)

@@ -14,7 +14,7 @@ from optigrade.unlearning.benchmarks import BENCHMARKS, WMDP, benchmark_kwargs
 from optigrade.unlearning.benchmarks.muse import word_tokenizer
 from optigrade.unlearning.config import UnlearnConfig
 from optigrade.unlearning.metrics import wmdp as mw
-from ._tiny_ckpt import tiny_checkpoint
+from ._tiny_ckpt import break_layout, tiny_checkpoint
 
 TOPIC_WORDS = ("virus protein gene vector culture sample strain toxin assay cell enzyme host "
                "sequence plasmid antibody receptor").split()
@@ -146,27 +146,20 @@ def test_continuation_split_is_lm_evals(layout):
     ("rm wmdp-bio.json", {}, "wmdp-bio"),
     ("rm bio-retain-corpus.jsonl", {}, "bio-retain-corpus"),
     ("empty bio-forget-corpus.jsonl", {}, "bio-forget-corpus.jsonl is empty"),
-    ("column wmdp-bio.json answer→label", {}, "no column 'answer'"),
+    ("rename wmdp-bio.json answer→label", {}, "no column 'answer'"),
     ("three wmdp-bio.json", {}, "list of 4 strings"),
     (None, {"mmlu": "virology"}, "virology"),
     (None, {"min_chars": -1}, "min_chars"),
 ])
 def test_bad_layout_is_a_config_error(tmp_path, breakage, kwargs, needle):
     d = write_wmdp(tmp_path / "w")
-    if breakage:
-        op, rel, *rest = breakage.split(" ")
-        p = d / rel
-        if op == "rm":
-            p.unlink()
-        elif op == "empty":
-            p.write_text("")
-        elif op == "three":
-            rows = json.loads(p.read_text())
-            rows[3]["choices"] = rows[3]["choices"][:3]
-            p.write_text(json.dumps(rows))
-        else:
-            old, new = rest[0].split("→")
-            p.write_text(json.dumps([{(new if k == old else k): v for k, v in r.items()} for r in json.loads(p.read_text())]))
+    if breakage and breakage.startswith("three "):  # a question with three choices
+        p = d / breakage.split(" ")[1]
+        rows = json.loads(p.read_text())
+        rows[3]["choices"] = rows[3]["choices"][:3]
+        p.write_text(json.dumps(rows))
+    else:
+        break_layout(d, breakage)
     with pytest.raises(ConfigError) as e:
         UnlearnConfig(benchmark="wmdp", benchmark_kwargs={"data_dir": str(d), **kwargs})
     assert needle in str(e.value)
