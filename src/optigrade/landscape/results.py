@@ -56,6 +56,31 @@ class EigenResult(Result):
     def n_hvp(self) -> int:
         return self.cost.hvp
 
+    def plot(self, ax=None):
+        """The Ritz values by index with their residual bounds (red ticks: λ_i ± ‖H y_i − λ_i y_i‖);
+        hollow markers: not converged.
+
+            >>> from optigrade import landscape as ls
+            >>> from optigrade.landscape._examples import least_squares
+            >>> probe, H = least_squares()
+            >>> fig = ls.top_eigenvalues(probe, 3).plot(); fig.axes[0].get_ylabel()
+            'eigenvalue [loss/param²]'
+        """
+        fig = ax.figure if ax is not None else new_figure(figsize=(4.5, 3.2), layout="constrained")
+        ax = ax or fig.add_subplot(111)
+        x = np.arange(len(self.eigenvalues))
+        ok = np.asarray(self.converged, bool)
+        ax.errorbar(x, self.eigenvalues, yerr=self.residuals, fmt="none", ecolor="C3", capsize=6,
+                    label="± residual ‖Hy − λy‖ (bound)")
+        ax.plot(x[ok], self.eigenvalues[ok], "o", color="C0", label="converged")
+        if (~ok).any():
+            ax.plot(x[~ok], self.eigenvalues[~ok], "o", mfc="none", color="C0", label="not converged")
+        ax.set_xticks(x, [f"λ{i + 1}" for i in x])
+        ax.set_xlabel(f"top eigenvalues ({self.settings.get('which', 'LA')}, {self.cost.hvp} HVPs)")
+        ax.set_ylabel("eigenvalue [loss/param²]")
+        ax.legend(fontsize=7)
+        return fig
+
     def _rows(self):
         return [dict(quantity=f"eigenvalue_{self.settings['which']}", index=i, value=float(v),
                      uncertainty=float(r), uncertainty_kind="residual", unit=CURVATURE,
@@ -82,6 +107,32 @@ class TraceResult(Result):
     samples: np.ndarray
     settings: dict
     cost: Cost
+
+    def plot(self, ax=None):
+        """The running mean of the per-query samples with its ±1 standard-error band, and the
+        final estimate.
+
+            >>> import numpy as np
+            >>> r = TraceResult(estimate=3.0, std_error=0.1, samples=np.array([2.9, 3.1, 3.0]),
+            ...                 settings=dict(n=3), cost=Cost(hvp=3))
+            >>> r.plot().axes[0].get_xlabel()
+            'queries (HVPs)'
+        """
+        fig = ax.figure if ax is not None else new_figure(figsize=(4.5, 3.2), layout="constrained")
+        ax = ax or fig.add_subplot(111)
+        x = np.asarray(self.samples, float).ravel()
+        if len(x):
+            k = np.arange(1, len(x) + 1)
+            mean = np.cumsum(x) / k
+            sem = np.array([x[:i].std(ddof=1) / np.sqrt(i) if i > 1 else np.nan for i in k])
+            ax.plot(k, x, ".", color="0.6", label="samples")
+            ax.plot(k, mean, color="C0", label="running mean")
+            ax.fill_between(k, mean - sem, mean + sem, color="C0", alpha=0.2, label="± 1 sem")
+        ax.axhline(self.estimate, color="C3", lw=0.8, ls="--", label=f"estimate {self.estimate:.4g}")
+        ax.set_xlabel("queries (HVPs)")
+        ax.set_ylabel("tr H [loss/param²]")
+        ax.legend(fontsize=7)
+        return fig
 
     def _rows(self):
         return [dict(quantity="hessian_trace", value=self.estimate, uncertainty=self.std_error,
@@ -285,6 +336,37 @@ class SharpnessResult(Result):
     cost: Cost
     history: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
+    def plot(self, ax=None):
+        """The loss at the checkpoint and after the perturbation (value ± its standard error);
+        for PAC-Bayes, the bisection path σ → rise (``history``).
+
+            >>> r = SharpnessResult("average_sharpness", value=0.02, std_error=0.005, loss=1.5,
+            ...                     settings=dict(rho=0.1), cost=Cost(loss=9))
+            >>> r.plot().axes[0].get_ylabel()
+            'loss rise L(θ + ε) − L(θ)'
+        """
+        fig = ax.figure if ax is not None else new_figure(figsize=(4.2, 3.2), layout="constrained")
+        ax = ax or fig.add_subplot(111)
+        h = np.asarray(self.history, float)
+        if self.kind == "pac_bayes_sigma" and h.ndim == 2 and len(h):
+            ax.plot(h[:, 0], h[:, 1], "o-", color="C0")
+            ax.axvline(self.value, color="C3", ls="--", label=f"σ* = {self.value:.3g}")
+            ax.set_xlabel("σ (noise std)")
+            ax.set_ylabel("expected loss rise")
+            ax.legend(fontsize=7)
+            return fig
+        yerr = [self.std_error] if np.isfinite(self.std_error) else None
+        ax.bar([0], [self.value], yerr=yerr, capsize=6, color="C0", width=0.5)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks([0], [self.kind.replace("_", " ")])
+        ax.set_xlim(-1, 1)
+        ax.set_xlabel(", ".join(f"{k} {v}" for k, v in self.settings.items() if isinstance(v, (int, float)))
+                      or "sharpness")
+        ax.set_ylabel("loss rise L(θ + ε) − L(θ)")
+        ax.set_title(f"{self.value:.4g}" + (f" ± {self.std_error:.2g} (sem)" if np.isfinite(self.std_error) else "")
+                     + f"; L(θ) = {self.loss:.4g}", fontsize=9)
+        return fig
+
     def _rows(self):
         unit = "param-space std" if self.kind == "pac_bayes_sigma" else "loss"
         return [dict(quantity=self.kind, value=self.value, uncertainty=self.std_error,
@@ -312,6 +394,35 @@ class CertifiedRadius(Result):
     n: int
     settings: dict
     cost: Cost
+
+    def plot(self, ax=None):
+        """The certified radius next to the typical norm of the smoothing noise ‖σε‖ ≈ σ√d and,
+        when given in ``settings['delta_norm']``, the attack's ‖δ‖ (log scale: they differ by orders
+        of magnitude).
+
+            >>> from optigrade.landscape import radius_from_outcomes
+            >>> radius_from_outcomes([0] * 50, sigma=0.1, n_params=100).plot().axes[0].get_xlabel()
+            'ℓ2 norm in weight space (log scale)'
+        """
+        fig = ax.figure if ax is not None else new_figure(figsize=(4.8, 2.6), layout="constrained")
+        ax = ax or fig.add_subplot(111)
+        noise = self.settings["sigma"] * np.sqrt(self.settings.get("n_params", 0))
+        names, vals = ["certified radius", "noise ‖σε‖ ≈ σ√d"], [self.radius, noise]
+        if "delta_norm" in self.settings:
+            names.append("attack ‖δ‖")
+            vals.append(float(self.settings["delta_norm"]))
+        shown = [max(v, 1e-300) for v in vals]
+        ax.barh(range(len(vals)), shown, color=["C0" if self.certified else "0.7", "0.5", "C3"][: len(vals)])
+        ax.set_yticks(range(len(vals)), names)
+        ax.set_ylabel(f"σ = {self.settings['sigma']:.3g}")
+        ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: no overlapping minor ones
+        ax.set_xlabel("ℓ2 norm in weight space (log scale)")
+        ax.set_title(f"{'certified' if self.certified else 'not certified'}: p bound {self.bound:.3g} "
+                     f"(estimate {self.estimate:.3g}, n = {self.n})", fontsize=9)
+        return fig
 
     def _rows(self):
         noise = self.settings["sigma"] * np.sqrt(self.settings.get("n_params", 0))
@@ -472,6 +583,28 @@ class LossChange(Result):
     @property
     def second_order_rel_error(self) -> float:
         return _rel_error(self.second_order, self.measured)
+
+    def plot(self, ax=None):
+        """Measured ΔL next to its first- and second-order predictions; the dotted band is the
+        rounding resolution (a ΔL inside it is not signal).
+
+            >>> r = LossChange(loss=2.0, loss_perturbed=2.5, first_order=0.4, curvature=0.2,
+            ...                delta_norm=0.1, rounding_norm=0.0, resolution=4.4e-16,
+            ...                settings={}, cost=Cost(loss=1, grad=1, hvp=1))
+            >>> [t.get_text() for t in r.plot().axes[0].get_xticklabels()]
+            ['measured', 'gᵀδ', 'gᵀδ + ½δᵀHδ']
+        """
+        fig = ax.figure if ax is not None else new_figure(figsize=(4.2, 3.2), layout="constrained")
+        ax = ax or fig.add_subplot(111)
+        ax.bar([0, 1, 2], [self.measured, self.first_order, self.second_order], color=["C0", "0.6", "C2"])
+        ax.axhline(0, color="k", lw=0.6)
+        for y in (self.resolution, -self.resolution):
+            ax.axhline(y, color="C3", lw=0.6, ls=":")
+        ax.set_xticks([0, 1, 2], ["measured", "gᵀδ", "gᵀδ + ½δᵀHδ"])
+        ax.set_xlabel("measured ΔL and its Taylor predictions (dotted: rounding resolution)")
+        ax.set_ylabel("ΔL = L(θ+δ) − L(θ) [loss]")
+        ax.set_title(f"‖δ‖ = {self.delta_norm:.3g}; 2nd-order rel. error {self.second_order_rel_error:.2g}", fontsize=9)
+        return fig
 
     def _rows(self):
         rel = "|prediction − measured| / |measured|"
