@@ -55,6 +55,7 @@ LOOKUPS: Dict[str, Tuple[int, str]] = {
     "ExplainRho": (2, "{s}/explain/{0}/{1}/rho"), "ExplainN": (2, "{s}/explain/{0}/{1}/n"),
     "Recovery": (1, "{s}/recovery/{0}/mean"), "RecoveryFraction": (1, "{s}/recovery/{0}/fraction"),
     "RecoveryN": (1, "{s}/recovery/{0}/n"), "Theory": (1, "{s}/theory/{0}"), "StudyNote": (0, "{s}/@note"),
+    "Versus": (4, "{s}/{o}/versus/{0}/{1}/{2}/{3}"),
 }
 #: summary quantity → name in keys; rows on "forget"/"retain" data (geometry) get the data appended
 QUANTITIES = {"forget_acc": "forget", "forget_para_acc": "forgetpara", "retain_acc": "retain",
@@ -217,6 +218,54 @@ def _numbers(st: _Study) -> Dict[str, str]:
     out.update({f"{k}/info/{f}": v for f, v in info.items()})
     out.update(_explain_numbers(st))
     out.update(_theory_numbers(st))
+    out.update(_versus(st))
+    return out
+
+
+#: the quantities a ``\Versus`` sentence may compare (summary quantity → key name)
+VERSUS = {"forget_acc": "forget", "retain_acc": "retain", "heldout_acc": "heldout", "general_ppl": "ppl"}
+
+
+def verdict(a: dict, b: dict) -> str:
+    """The words that follow "X (a) and Y (b)" in a sentence comparing two estimates with their
+    95% intervals (``estimate``, ``ci_low``, ``ci_high``): an ordering only when the intervals
+    do not overlap.
+
+        >>> verdict({"estimate": 0.9, "ci_low": 0.8, "ci_high": 1.0}, {"estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3})
+        'are separated by their 95\\\\% intervals (the first is higher)'
+        >>> verdict({"estimate": 0.5, "ci_low": 0.3, "ci_high": 0.7}, {"estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6})
+        'have overlapping 95\\\\% intervals: no ordering is claimed'
+        >>> verdict({"estimate": 0.5, "ci_low": float("nan"), "ci_high": float("nan")}, {"estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6})
+        'cannot be ordered: an interval is missing (one seed)'
+    """
+    lo_a, hi_a, lo_b, hi_b = (float(x) for x in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"]))
+    if any(x != x for x in (lo_a, hi_a, lo_b, hi_b)):
+        return "cannot be ordered: an interval is missing (one seed)"
+    if lo_a > hi_b:
+        return r"are separated by their 95\% intervals (the first is higher)"
+    if lo_b > hi_a:
+        return r"are separated by their 95\% intervals (the first is lower)"
+    return r"have overlapping 95\% intervals: no ordering is claimed"
+
+
+def _versus(st: _Study) -> Dict[str, str]:
+    """``\Versus{quantity}{optA}{optB}{attack}``: :func:`verdict` of every pair of optimizers
+    (controls, the original) on each attack and split, so the prose never states an ordering the
+    intervals do not support."""
+    out, s, k = {}, st.summary, st.key
+    need = {"quantity", "optimizer", "attack", "data", "estimate", "ci_low", "ci_high", "objective"}
+    if not need <= set(s.columns):
+        return out
+    for o in st.objectives:
+        so = s[((s["objective"] == o) | (s["optimizer"] == "original")) & s["quantity"].isin(list(VERSUS))
+               & s["data"].isin(list(_HALF))]
+        for (q, att, data), g in so.groupby(["quantity", "attack", "data"], sort=False):
+            rows = {str(r["optimizer"]): r for r in g.to_dict("records")}
+            for a, ra in rows.items():
+                for b, rb in rows.items():
+                    if a != b:
+                        key = f"{k}/{slug(o)}/versus/{VERSUS[q]}/{slug(a)}/{slug(b)}/{slug(att)}{_HALF[data]}"
+                        out[key] = verdict(ra, rb)
     return out
 
 
