@@ -429,13 +429,10 @@ def _measure(quantity: str, probe, base, s: BatchSettings) -> List[pd.DataFrame]
         return [ls.hutchpp_trace(probe, s.trace_queries, seed=s.seed).to_frame()]
     if quantity == "density":
         d = ls.spectral_density(probe, m=s.density_steps, n_v=s.density_vectors, seed=s.seed)
-        # the curve for reading and plotting: the same quadrature (nodes θ_j, weights w_j), each node a
-        # Gaussian of std σ = 1/80 of the Ritz range (the landscape default is far narrower: spikes)
-        lo, hi = float(d.nodes.min()), float(d.nodes.max())
-        sig = max(hi - lo, 1e-12) / 80
-        x = np.linspace(lo - 4 * sig, hi + 4 * sig, 200)
-        z = (x[None, None, :] - d.nodes[:, :, None]) / sig
-        dens = (d.weights[:, :, None] * np.exp(-0.5 * z ** 2)).sum(1).mean(0) / (sig * np.sqrt(2 * np.pi))
+        # the curve for reading and plotting: the same quadrature, each node a Gaussian of std σ = 1/80
+        # of the Ritz range (Density.curve; the landscape default is far narrower: spikes)
+        sig = max(float(d.nodes.max() - d.nodes.min()), 1e-12) / 80
+        x, dens = d.curve(sig)
         curve = pd.DataFrame({"quantity": "spectral_density", "index": np.arange(len(x)), "value": dens,
                               "uncertainty": np.nan, "uncertainty_kind": "", "unit": "1/(loss/param^2)",
                               "lambda": x, "setting_curve_width_std": sig})
