@@ -79,6 +79,25 @@ def table(results):
     return pd.DataFrame(rows)
 
 
+def deviations(out: Path, results) -> str:
+    """What differs from the paper's TOFU setting, from the layout and the study's own records."""
+    import json
+
+    meta = json.loads((out / "layout" / "tofu_layout.json").read_text())
+    n = meta["n_rows"]
+    runs = results.drop_duplicates("run_id")
+    steps = ", ".join(f"{o} {int(s)}" for o, s in zip(runs["optimizer"], runs["steps"]) if o != "original")
+    return ("Deviations from the paper's setting (they apply to every row above): SmolLM2-135M-Instruct, not "
+            "Llama-2-7B; the data are "
+            f"{meta['n_facts']} real facts the model verifiably knows (forget10 = {n['forget10']} facts, "
+            f"retain90 = {n['retain90']}, real authors {n['real_authors']}, world facts {n['world_facts']}), not "
+            "TOFU's 4,000 questions on 200 fictitious authors, so the original was never fine-tuned on them (its "
+            "forget probability is not 99); answers are the model's own one-sentence replies, with no EOS after "
+            "them and 24 generated tokens (TOFU: 200); TOFU metrics on the first 40 questions of each set; one "
+            f"seed; steps run: {steps} (the paper trains for epochs); ZO moves only the MLP output matrices of "
+            "layers 24-29; no retrained model, so there is no forget-quality column and no retrain row of ours.")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/tofu-smollm2")
@@ -103,7 +122,8 @@ def main(argv=None) -> int:
     t = table(results)
     paper = "\n".join(f"| {k} | {v[0]:.1f} | {v[1]:.1f} | {v[2]:.1f} |" for k, v in PAPER.items())
     md = (t.to_markdown(index=False) + "\n\nThe paper (Llama-2-7B fine-tuned on TOFU, forget10, NPO):\n\n"
-          "| row | forget prob ↓ | forget ROUGE-L ↓ | model utility ↑ |\n|---|---|---|---|\n" + paper + "\n")
+          "| row | forget prob ↓ | forget ROUGE-L ↓ | model utility ↑ |\n|---|---|---|---|\n" + paper + "\n\n"
+          + deviations(out, results) + "\n")
     (out / "tofu_table.md").write_text(md)
     print(md)
     if a.readme:

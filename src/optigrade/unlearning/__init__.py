@@ -4,7 +4,7 @@ Three registries name what a config can ask for; each implementation registers i
 
     >>> from optigrade.unlearning import BENCHMARKS, MODELS, OBJECTIVES
     >>> BENCHMARKS.names(), MODELS.names(), OBJECTIVES.names()
-    (['smollm2-facts', 'synthetic'], ['smollm2', 'tiny'], ['ga', 'graddiff', 'npo', 'simnpo', 'wga'])
+    (['muse-books', 'muse-news', 'smollm2-facts', 'synthetic', 'tofu', 'wmdp'], ['smollm2', 'tiny'], ['ga', 'graddiff', 'npo', 'rmu', 'simnpo', 'wga'])
 
 A run on the embedded default (``pretrained_tiny`` loads the tiny base shipped with the package,
 sha256-checked; other settings are pretrained on first use and cached)::
