@@ -38,8 +38,10 @@ def _matrix(pw: pd.DataFrame, labels: dict, order: dict):
             m[i, j] = m[j, i] = float(g["value"].mean())
             seeds[(i, j)] = seeds[(j, i)] = g["seed"].nunique() if "seed" in g else 1
         np.fill_diagonal(m, 0.0)
-        im = ax.imshow(m, cmap="viridis", vmin=0.0)
-        hi = np.nanmax(m) if np.isfinite(m).any() else 1.0
+        hi = float(np.nanmax(m)) if np.isfinite(m).any() else 0.0
+        im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=hi if hi > 0 else 1.0)  # all 0: dark, not mid-scale
+        none = hi <= 0
+        hi = hi if hi > 0 else 1.0
         for i in range(n):
             for j in range(n):
                 if np.isfinite(m[i, j]):
@@ -52,7 +54,8 @@ def _matrix(pw: pd.DataFrame, labels: dict, order: dict):
         ax.set_ylabel("endpoint θ_a", fontsize=8)
         k = sorted(set(seeds.values()))
         ax.set_title(f"loss on {split_label(d) if d is not None else 'the probe batch'}"
-                     f" (mean over {k[0] if len(k) == 1 else f'{k[0]}–{k[-1]}'} seed{'s' if k[-1] > 1 else ''})",
+                     f" (mean over {k[0] if len(k) == 1 else f'{k[0]}–{k[-1]}'} seed{'s' if k[-1] > 1 else ''})"
+                     + ("\nevery barrier is 0: no ridge above the chord on this α grid" if none else ""),
                      fontsize=9)
         fig.colorbar(im, ax=ax, label="barrier B (nats/token)", shrink=0.8)
     fig.suptitle("Linear-mode-connectivity barrier between checkpoints: B = max over the straight path of the loss above "
