@@ -79,6 +79,24 @@ def table(results):
     return pd.DataFrame(rows)
 
 
+def reading(results) -> str:
+    """One generated sentence per optimizer: forget probability unlearned and after each attack,
+    beside the original's, and whether the run is at matched forgetting (why not, if not).  One
+    seed: values only, no ordering."""
+    r = results[(results["data"] == "all") & (results["quantity"] == "forget_prob")]
+    orig = r[r["optimizer"] == "original"].set_index("subject")["value"] * 100
+    out = []
+    for opt, g in r[r["optimizer"] != "original"].groupby("optimizer", sort=False):
+        v = g.set_index("subject")["value"] * 100
+        att = [s for s in v.index if s.startswith("attacked:")]
+        parts = ", ".join(f"{v[s]:.1f} after {s.split(':', 1)[1]} (original {orig.get(s, float('nan')):.1f})" for s in att)
+        m = bool(g["matched"].iloc[0]) if "matched" in g else False
+        why = "" if m else f" — not matched: {g['match_reason'].iloc[0]}" if "match_reason" in g else " — not matched"
+        out.append(f"- {opt}: forget probability {v.get('unlearned', float('nan')):.1f} unlearned, {parts}"
+                   f"{'; at matched forgetting' if m else why}.")
+    return "Read from the rows (one seed: values, no ordering):\n\n" + "\n".join(out) + "\n"
+
+
 def deviations(out: Path, results) -> str:
     """What differs from the paper's TOFU setting, from the layout and the study's own records."""
     import json
@@ -123,7 +141,7 @@ def main(argv=None) -> int:
     paper = "\n".join(f"| {k} | {v[0]:.1f} | {v[1]:.1f} | {v[2]:.1f} |" for k, v in PAPER.items())
     md = (t.to_markdown(index=False) + "\n\nThe paper (Llama-2-7B fine-tuned on TOFU, forget10, NPO):\n\n"
           "| row | forget prob ↓ | forget ROUGE-L ↓ | model utility ↑ |\n|---|---|---|---|\n" + paper + "\n\n"
-          + deviations(out, results) + "\n")
+          + reading(results) + "\n" + deviations(out, results) + "\n")
     (out / "tofu_table.md").write_text(md)
     print(md)
     if a.readme:
