@@ -249,7 +249,7 @@ def verdict(a: dict, b: dict) -> str:
 
 
 def _versus(st: _Study) -> Dict[str, str]:
-    """``\Versus{quantity}{optA}{optB}{attack}``: :func:`verdict` of every pair of optimizers
+    """``\\Versus{quantity}{optA}{optB}{attack}``: :func:`verdict` of every pair of optimizers
     (controls, the original) on each attack and split, so the prose never states an ordering the
     intervals do not support."""
     out, s, k = {}, st.summary, st.key
