@@ -158,3 +158,18 @@ def test_checkpoint_plane(study, tmp_path, small_bench, small_model):
         assert at[(1.0, 0.0)] == pytest.approx(_loss(thetaa, small_bench, "retain", 6), abs=1e-5)
     with pytest.raises(ConfigError, match="endpoint 'lion'"):
         lmc.checkpoint_plane(d, ("adam", "lion"), base=small_model, benchmark=small_bench)
+
+
+def test_barrier_matrix_names_unmatched_endpoints():
+    from optigrade.figures.barrier import barriers
+
+    runs = pd.DataFrame({"run_id": ["a", "b"], "optimizer": ["adam", "zo-sgd"], "objective": ["npo"] * 2,
+                         "grade": [1.0, 0.0], "family": ["first-order", "zeroth-order"], "matched": [True, False],
+                         "quantity": ["forget_acc"] * 2, "data": ["all"] * 2, "value": [0.1, 0.1], "seed": [0, 0]})
+    pw = pd.DataFrame({"quantity": ["geo_lmc_barrier"] * 3, "endpoint_a": ["original", "original", "adam"],
+                       "endpoint_b": ["adam", "zo-sgd", "zo-sgd"], "value": [0.0, 0.5, 1.5], "data": ["forget"] * 3,
+                       "objective": ["npo"] * 3, "seed": [0, 0, 0]})
+    ax = barriers(pd.concat([runs, pw], ignore_index=True)).axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert any("(not matched)" in t for t in ticks) and sum("(not matched)" in t for t in ticks) == 1
+    assert {"0", "0.5", "1.5"} <= {t.get_text() for t in ax.texts}

@@ -22,7 +22,7 @@ from ._names import optimizer_labels, split_label
 __all__ = ["barriers"]
 
 
-def _matrix(pw: pd.DataFrame, labels: dict, order: dict):
+def _matrix(pw: pd.DataFrame, labels: dict, order: dict, unmatched=()):
     """One panel per data split: B(a, b) averaged over seeds (symmetric; 0 on the diagonal)."""
     names = list(dict.fromkeys(list(pw["endpoint_a"].astype(str)) + list(pw["endpoint_b"].astype(str))))
     names.sort(key=lambda n: (-1, 0) if n == "original" else (0, order.get(n, 99)))
@@ -47,7 +47,7 @@ def _matrix(pw: pd.DataFrame, labels: dict, order: dict):
                 if np.isfinite(m[i, j]):
                     ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", fontsize=7,
                             color="white" if m[i, j] < 0.5 * hi else "black")
-        tick = [labels.get(x, x) for x in names]
+        tick = [labels.get(x, x) + (" (not matched)" if x in unmatched else "") for x in names]
         ax.set_xticks(range(n), tick, rotation=40, ha="right", fontsize=7)
         ax.set_yticks(range(n), tick, fontsize=7)
         ax.set_xlabel("endpoint θ_b", fontsize=8)
@@ -76,7 +76,11 @@ def barriers(results: pd.DataFrame, objective: Optional[str] = None):
     if len(pw) and {"endpoint_a", "endpoint_b"} <= set(pw.columns):
         known = r[r["optimizer"].notna()] if "optimizer" in r else r.iloc[:0]
         st = styles(known) if len(known) else {}
-        return _matrix(pw, optimizer_labels(r), {k: v["order"] for k, v in st.items()})
+        unmatched = set()  # endpoints none of whose runs is at matched forgetting: named on the axis, not hidden
+        if "matched" in known and len(known):
+            runs = known[known["optimizer"] != "original"].drop_duplicates("run_id") if "run_id" in known else known
+            unmatched = {o for o, g in runs.groupby("optimizer") if not g["matched"].fillna(False).astype(bool).any()}
+        return _matrix(pw, optimizer_labels(r), {k: v["order"] for k, v in st.items()}, unmatched)
     b = r[(r["quantity"] == "geo_interp_barrier") & (r["optimizer"] != "original")]
     if b.empty:
         raise MissingData("no barrier rows: neither pairwise 'geo_lmc_barrier' nor θ₀→θ_u 'geo_interp_barrier' "
