@@ -77,6 +77,36 @@ def _runs(study: Path) -> pd.DataFrame:
     return r.reset_index(drop=True)
 
 
+def _prepared(study: Path, splits: Sequence[str], files: dict, base=None, benchmark=None):
+    """``(base, bench, deltas)``: the study's base and benchmark (rebuilt from its config unless
+    given), the splits checked, and each run's saved Δ (``files``: run id → its ``delta_file``, relative
+    to the study) checked against the base's sha256."""
+    from .._quiet import maybe_quiet
+    from .config import load_config
+    from .deltas import load_delta
+    from .study import prepare
+
+    cfg = load_config(study / "config.yaml")
+    with maybe_quiet(False):
+        base, bench = prepare(cfg, progress=False, base=base, benchmark=benchmark)
+    bad = [x for x in splits if x not in bench.splits]
+    if bad:
+        raise ConfigError(f"data {bad[0]!r} is not a split of the study's benchmark; choose from {sorted(bench.splits)}")
+    deltas = {rid: load_delta(study / f) for rid, f in files.items()}
+    for d in deltas.values():
+        d.check_base(base)
+    return base, bench, deltas
+
+
+def _theta(probe, base_params: dict, delta) -> torch.Tensor:
+    """The Probe's parameters of the checkpoint ``delta`` rebuilds (its stored values where it moved
+    a weight, the base's elsewhere) as one float64 vector (:func:`~optigrade.analysis.geometry._flat`);
+    ``delta`` None: the base itself."""
+    from .geometry import _flat
+
+    return _flat(probe, base_params if delta is None else {**base_params, **delta.tensors})
+
+
 def lmc_barriers(study_dir, *, data="forget", examples: int = 16, points: int = 11,
                  params: Optional[str] = None, objectives: Optional[Sequence[str]] = None,
                  include_original: bool = True, resume: bool = False, progress: bool = True,
@@ -101,10 +131,7 @@ def lmc_barriers(study_dir, *, data="forget", examples: int = 16, points: int = 
     """
     from optigrade import landscape as ls
 
-    from .config import load_config
-    from .deltas import load_delta
-    from .geometry import _flat, probe_batch
-    from .study import prepare
+    from .geometry import probe_batch
 
     study = Path(study_dir)
     if not (study / "config.yaml").is_file():
@@ -137,49 +164,33 @@ def lmc_barriers(study_dir, *, data="forget", examples: int = 16, points: int = 
             raise ConfigError(f"{path} was computed with {diff}={old_settings.get(diff)!r}, not {settings[diff]!r}; "
                               "use the same settings to resume or delete the file")
         done = old
-    from .._quiet import maybe_quiet
-
-    cfg = load_config(study / "config.yaml")
-    with maybe_quiet(False):
-        base, bench = prepare(cfg, progress=False, base=base, benchmark=benchmark)
-    bad = [x for x in splits if x not in bench.splits]
-    if bad:
-        raise ConfigError(f"data {bad[0]!r} is not a split of the study's benchmark; choose from {sorted(bench.splits)}")
-    deltas = {r.run_id: load_delta(study / r.delta_file) for r in runs.itertuples()}
-    for d in deltas.values():
-        d.check_base(base)
+    base, bench, deltas = _prepared(study, splits, dict(zip(runs["run_id"], runs["delta_file"])), base, benchmark)
     moved = sorted(set().union(*(d.names for d in deltas.values())))
     names = moved if params is None else None
     key = {r.run_id: r.optimizer for r in runs.itertuples()}
-    def theta(rid: str, probe, theta0) -> torch.Tensor:
-        if rid == "original":
-            return theta0
-        t = deltas[rid].tensors
-        return torch.cat([(t[n] if n in t else dict(base.named_parameters())[n].detach().cpu()).double().reshape(-1)
-                          for n in probe.names]).to(theta0.device)
+    base_params = dict(base.named_parameters())
 
     todo = [(d, *p) for d in splits for p in pairs_of(runs, include_original)]
     have = set(zip(done["data"], done["run_a"], done["run_b"])) if len(done) else set()
     rows = done.to_dict("records") if len(done) else []
     from tqdm.auto import tqdm
 
-    probes = {}
+    probes = {}  # data split → its Probe (one per split, the same parameters)
     for data, a, b, obj, seed in tqdm([p for p in todo if p[:3] not in have], desc="mode connectivity",
                                       disable=not progress, leave=False):
         if data not in probes:
             probes[data] = ls.Probe(base, [probe_batch(bench, data, examples)], params=names, param_filter=params)
         probe = probes[data]
-        theta0 = _flat(probe)
+        ta, tb = (_theta(probe, base_params, None if r == "original" else deltas[r]) for r in (a, b))
         t0 = time.perf_counter()
-        res = ls.mode_connectivity(probe, theta(a, probe, theta0).to(probe.dtype), theta(b, probe, theta0).to(probe.dtype),
-                                   points=points)
+        res = ls.mode_connectivity(probe, ta.to(probe.dtype), tb.to(probe.dtype), points=points)
         rows.append({"quantity": "geo_lmc_barrier", "value": res.extras["barrier"], "unit": "loss (nats/token)",
                      "endpoint_a": "original" if a == "original" else key[a],
                      "endpoint_b": "original" if b == "original" else key[b], "run_a": a, "run_b": b,
                      "objective": obj, "seed": seed, "data": data, "argmax_alpha": res.extras["argmax_alpha"],
                      "loss_a": float(res.losses[0]), "loss_b": float(res.losses[-1]),
                      "losses": json.dumps([round(float(x), 6) for x in res.losses]),
-                     "n_params": int(theta0.numel()), "cost_loss": int(points),
+                     "n_params": int(ta.numel()), "cost_loss": int(points),
                      "seconds": time.perf_counter() - t0, "settings": json.dumps(settings, sort_keys=True)})
         _write(path, rows)  # after every pair: an interrupted run keeps what it finished
     if not rows:
@@ -209,11 +220,7 @@ def checkpoint_plane(study_dir, endpoints: Sequence[str] = ("adam", "zo-sgd"), *
     first ones holding both endpoints."""
     from optigrade import landscape as ls
 
-    from .._quiet import maybe_quiet
-    from .config import load_config
-    from .deltas import load_delta
-    from .geometry import _flat, probe_batch
-    from .study import prepare
+    from .geometry import probe_batch
 
     study = Path(study_dir)
     if not (study / "config.yaml").is_file():
@@ -237,23 +244,13 @@ def checkpoint_plane(study_dir, endpoints: Sequence[str] = ("adam", "zo-sgd"), *
     obj, sd = both[0]
     rid = {e: sel[(sel["objective"] == obj) & (sel["seed"] == sd) & (sel["optimizer"] == e)]["run_id"].iloc[0]
            for e in endpoints}
-    cfg = load_config(study / "config.yaml")
-    with maybe_quiet(False):
-        base, bench = prepare(cfg, progress=False, base=base, benchmark=benchmark)
-    if data not in bench.splits:
-        raise ConfigError(f"data {data!r} is not a split of the study's benchmark; choose from {sorted(bench.splits)}")
-    deltas = {e: load_delta(study / "runs" / f"{rid[e]}.delta.safetensors") for e in endpoints}
+    files = dict(zip(runs["run_id"], runs["delta_file"]))
+    base, bench, by_run = _prepared(study, [data], {rid[e]: files[rid[e]] for e in endpoints}, base, benchmark)
+    deltas = {e: by_run[rid[e]] for e in endpoints}
     names = sorted(set().union(*(d.names for d in deltas.values()))) if params is None else None
     probe = ls.Probe(base, [probe_batch(bench, data, examples)], params=names, param_filter=params)
-    t0 = _flat(probe)
-    params_by_name = dict(base.named_parameters())
-
-    def flat(e):
-        t = deltas[e].tensors
-        return torch.cat([(t[n] if n in t else params_by_name[n].detach().cpu()).double().reshape(-1)
-                          for n in probe.names]).to(t0.device)
-
-    ta, tb = flat(endpoints[0]), flat(endpoints[1])
+    base_params = dict(base.named_parameters())
+    t0, ta, tb = (_theta(probe, base_params, d) for d in (None, deltas[endpoints[0]], deltas[endpoints[1]]))
     d1 = ta - t0
     u = tb - t0
     x2 = float(u @ d1 / (d1 @ d1))
